@@ -1,0 +1,498 @@
+// Pure renderers for the gateway role: its one bootstrap script, its nftables ruleset,
+// its peer files and the cloud-init payload that delivers the same script.
+// Everything here is a function of plain values, so it is snapshot-tested.
+import { stringify as toYaml } from "yaml";
+import { parseCidr } from "./net";
+import { assignments, deliverAndRun, type FileToWrite, runIfPresent, shq } from "./shell";
+
+export const GATEWAY_DIR = "/etc/wgexit/gateway";
+export const GATEWAY_SCRIPT = `${GATEWAY_DIR}/gateway.sh`;
+export const GATEWAY_RULESET = `${GATEWAY_DIR}/ruleset.nft`;
+export const GATEWAY_TABLE = "wgexit_gateway";
+/** Routes the gateway installs carry this protocol number, so it can find and remove exactly its own. */
+export const ROUTE_PROTO = 77;
+
+export interface GatewaySettings {
+    wgInterface: string;
+    listenPort: number;
+    tunnelMtu: number;
+    tunnelCidr: string;
+    tunnelCidrV6: string;
+    addressV4: string;
+    addressV6: string;
+    adminCidrs: string[];
+    sshPort: number;
+}
+
+export interface GatewayPeer {
+    name: string;
+    publicKey: string;
+    /** Tunnel addresses and routed subnets of this peer (its WireGuard AllowedIPs). */
+    allowedIps: string[];
+    /** Subnets behind the peer that may use the internet (its tunnel address is always included). */
+    routedCidrs: string[];
+    /** Other peers' subnets this peer may open connections to. */
+    reachableCidrs: string[];
+}
+
+// Destinations forwarded traffic may never reach through the internet rule. Peer-to-peer
+// traffic is allowed only by explicit rules in peer_links.
+const NON_INTERNET_V4 = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/3",
+];
+const NON_INTERNET_V6 = ["::/127", "::ffff:0:0/96", "64:ff9b:1::/48", "fc00::/7", "fe80::/10", "ff00::/8"];
+
+const split = (cidrs: string[], family: 4 | 6) => cidrs.filter((c) => parseCidr(c)?.family === family);
+const set = (items: string[]) => (items.length > 0 ? ` elements = { ${items.join(", ")} }` : "");
+
+/** The static part of the gateway's table. Host facts and peers are added by the script. */
+export function renderGatewayRuleset(s: GatewaySettings): string {
+    const wg = JSON.stringify(s.wgInterface);
+    return `# wgexit gateway firewall: one table, replaced atomically by ${GATEWAY_SCRIPT}.
+table inet ${GATEWAY_TABLE} {
+	# Filled at apply time with the on-link networks of this host (its provider LAN).
+	set local_nets_v4 { type ipv4_addr; flags interval; auto-merge; }
+	set local_nets_v6 { type ipv6_addr; flags interval; auto-merge; }
+	# Filled from the peer list: tunnel addresses and routed subnets of every peer.
+	set peer_nets_v4 { type ipv4_addr; flags interval; auto-merge; }
+	set peer_nets_v6 { type ipv6_addr; flags interval; auto-merge; }
+	set admin_v4 { type ipv4_addr; flags interval; auto-merge;${set(split(s.adminCidrs, 4))} }
+	set admin_v6 { type ipv6_addr; flags interval; auto-merge;${set(split(s.adminCidrs, 6))} }
+	set non_internet_v4 { type ipv4_addr; flags interval; elements = { ${NON_INTERNET_V4.join(", ")} } }
+	set non_internet_v6 { type ipv6_addr; flags interval; elements = { ${NON_INTERNET_V6.join(", ")} } }
+
+	chain input {
+		type filter hook input priority filter; policy drop;
+		iif "lo" accept
+		ct state established,related accept
+		ct state invalid drop
+		udp dport ${s.listenPort} accept comment "WireGuard"
+		tcp dport ${s.sshPort} ip saddr @admin_v4 accept comment "SSH from admin CIDRs"
+		tcp dport ${s.sshPort} ip6 saddr @admin_v6 accept comment "SSH from admin CIDRs"
+		udp sport 67 udp dport 68 accept comment "DHCPv4 client"
+		ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept comment "DHCPv6 client"
+		icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } ip6 hoplimit 255 accept comment "IPv6 neighbour discovery"
+		counter comment "dropped input"
+	}
+
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment "clamp MSS to the path MTU"
+		ct state established,related accept
+		ct state invalid drop
+		iifname ${wg} ip daddr 169.254.0.0/16 counter drop comment "metadata service and iSCSI boot volume"
+		iifname ${wg} ip daddr @local_nets_v4 counter drop comment "the gateway's own network"
+		iifname ${wg} ip6 daddr @local_nets_v6 counter drop comment "the gateway's own network"
+		iifname ${wg} oifname ${wg} jump peer_links
+		iifname ${wg} oifname != ${wg} ip saddr @peer_nets_v4 ip daddr != @non_internet_v4 accept comment "peers to the internet"
+		iifname ${wg} oifname != ${wg} ip6 saddr @peer_nets_v6 ip6 daddr != @non_internet_v6 accept comment "peers to the internet"
+		counter comment "dropped forward"
+	}
+
+	# Peer-to-peer paths declared with canReach; filled from the peer list.
+	chain peer_links {
+	}
+
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname != ${wg} ip saddr @peer_nets_v4 masquerade comment "NAT44 out the public interface"
+		oifname != ${wg} ip6 saddr @peer_nets_v6 masquerade comment "NAT66 from the ULA tunnel prefix"
+	}
+}
+`;
+}
+
+/** nft statements for the peer list, appended to the ruleset in the same transaction. */
+export function renderGatewayPeersNft(s: GatewaySettings, peers: GatewayPeer[]): string {
+    const t = `inet ${GATEWAY_TABLE}`;
+    const lines = [`# Peers of the wgexit gateway (${peers.length}).`];
+    const nets = [s.tunnelCidr, s.tunnelCidrV6, ...peers.flatMap((p) => p.routedCidrs)];
+    const v4 = split(nets, 4);
+    const v6 = split(nets, 6);
+    if (v4.length) lines.push(`add element ${t} peer_nets_v4 { ${v4.join(", ")} }`);
+    if (v6.length) lines.push(`add element ${t} peer_nets_v6 { ${v6.join(", ")} }`);
+    const wg = JSON.stringify(s.wgInterface);
+    for (const p of peers) {
+        const sources = p.allowedIps;
+        for (const family of [4, 6] as const) {
+            const from = split(sources, family);
+            const to = split(p.reachableCidrs, family);
+            if (!from.length || !to.length) continue;
+            const ip = family === 4 ? "ip" : "ip6";
+            lines.push(
+                `add rule ${t} peer_links iifname ${wg} ${ip} saddr { ${from.join(", ")} } ${ip} daddr { ${to.join(", ")} } accept comment ${JSON.stringify(`${p.name} may reach its declared peers`)}`,
+            );
+        }
+    }
+    return `${lines.join("\n")}\n`;
+}
+
+/** WireGuard [Peer] sections; the [Interface] part is added on the host from the local key. */
+export function renderGatewayPeersConf(peers: GatewayPeer[]): string {
+    const sections = peers.map((p) => `# ${p.name}\n[Peer]\nPublicKey = ${p.publicKey}\nAllowedIPs = ${p.allowedIps.join(", ")}\n`);
+    return sections.join("\n");
+}
+
+/** The gateway role's one script: `install`, `up`, `down` or `remove`. */
+export function renderGatewayScript(s: GatewaySettings): string {
+    return `#!/bin/bash
+# wgexit gateway role. Rendered by components/cloudGateway.render.ts; do not edit on the host.
+#   install  install packages, make the key on this host, enable at boot, bring up
+#   up       bring the tunnel, routes and firewall in line with the files (idempotent)
+#   down     take the tunnel and firewall down, keep the files
+#   remove   undo everything install did
+set -euo pipefail
+${assignments({
+    WG_IF: s.wgInterface,
+    LISTEN_PORT: s.listenPort,
+    MTU: s.tunnelMtu,
+    ADDRESS_V4: `${s.addressV4}/${s.tunnelCidr.split("/")[1]}`,
+    ADDRESS_V6: `${s.addressV6}/${s.tunnelCidrV6.split("/")[1]}`,
+    ROLE_DIR: GATEWAY_DIR,
+    TABLE: GATEWAY_TABLE,
+    ROUTE_PROTO,
+    UNIT: "wgexit-gateway.service",
+    SYSCTL_FILE: "/etc/sysctl.d/60-wgexit-gateway.conf",
+    LEGACY_TAG: "wgexit-gateway",
+})}
+
+log() { printf 'wgexit-gateway: %s\\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+has_systemd() { [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
+
+install_packages() {
+	local missing=()
+	command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
+	command -v nft >/dev/null 2>&1 || missing+=(nftables)
+	if [ "\${#missing[@]}" -gt 0 ]; then
+		log "installing \${missing[*]}"
+		DEBIAN_FRONTEND=noninteractive apt-get update -q
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "\${missing[@]}"
+	fi
+}
+
+ensure_key() {
+	if [ ! -s "$ROLE_DIR/private.key" ]; then
+		(umask 077 && wg genkey >"$ROLE_DIR/private.key.new")
+		mv -f "$ROLE_DIR/private.key.new" "$ROLE_DIR/private.key"
+	fi
+	chmod 600 "$ROLE_DIR/private.key"
+	wg pubkey <"$ROLE_DIR/private.key" >"$ROLE_DIR/public.key"
+	chmod 644 "$ROLE_DIR/public.key"
+}
+
+# The interface whose default route leads to the internet.
+uplink() {
+	ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}'
+}
+
+# Forwarding on; IPv6 forwarding would make the uplink ignore router advertisements,
+# so it keeps accepting them (accept_ra=2). Prior values are saved once and restored by remove.
+enable_forwarding() {
+	local up keys=(net.ipv4.ip_forward net.ipv6.conf.all.forwarding) key
+	up=$(uplink)
+	if [ -n "$up" ] && [ -e "/proc/sys/net/ipv6/conf/$up/accept_ra" ]; then keys+=("net.ipv6.conf.$up.accept_ra"); fi
+	if [ ! -e "$ROLE_DIR/sysctl.saved" ]; then
+		for key in "\${keys[@]}"; do printf '%s = %s\\n' "$key" "$(sysctl -n "$key")"; done >"$ROLE_DIR/sysctl.saved.new"
+		mv -f "$ROLE_DIR/sysctl.saved.new" "$ROLE_DIR/sysctl.saved"
+	fi
+	{
+		echo "# wgexit gateway: route and NAT tunnel traffic"
+		echo "net.ipv4.ip_forward = 1"
+		echo "net.ipv6.conf.all.forwarding = 1"
+		if [ "\${#keys[@]}" -gt 2 ]; then echo "\${keys[2]} = 2"; fi
+	} >"$SYSCTL_FILE"
+	sysctl -q -p "$SYSCTL_FILE" >/dev/null
+}
+
+restore_sysctl() {
+	local key _eq value
+	[ -e "$ROLE_DIR/sysctl.saved" ] || return 0
+	while read -r key _eq value; do
+		[ -e "/proc/sys/\${key//.//}" ] && sysctl -q -w "$key=$value" >/dev/null
+	done <"$ROLE_DIR/sysctl.saved"
+}
+
+ensure_link() {
+	local previous
+	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)
+	if [ -n "$previous" ] && [ "$previous" != "$WG_IF" ]; then delete_link "$previous"; fi
+	echo "$WG_IF" >"$ROLE_DIR/interface"
+	ip link show dev "$WG_IF" >/dev/null 2>&1 && return 0
+	if ! ip link add dev "$WG_IF" type wireguard 2>/dev/null; then
+		command -v wireguard-go >/dev/null 2>&1 || die "no WireGuard kernel module and no wireguard-go"
+		log "no WireGuard kernel module; using wireguard-go"
+		WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go "$WG_IF"
+	fi
+}
+
+delete_link() {
+	local name=$1 i
+	ip link delete dev "$name" 2>/dev/null || true
+	# wireguard-go exits a moment after its link goes; wait so the name can be reused.
+	for i in $(seq 1 50); do
+		[ -e "/var/run/wireguard/$name.sock" ] || return 0
+		[ "$i" = 50 ] || sleep 0.1
+	done
+	log "wireguard-go for $name did not exit"
+}
+
+sync_peers() {
+	touch "$ROLE_DIR/peers.conf" "$ROLE_DIR/peers.nft"
+	# The private key goes through a pipe; it is never written anywhere else.
+	{
+		printf '[Interface]\\nPrivateKey = %s\\nListenPort = %s\\n\\n' "$(cat "$ROLE_DIR/private.key")" "$LISTEN_PORT"
+		cat "$ROLE_DIR/peers.conf"
+	} | wg syncconf "$WG_IF" /dev/stdin
+}
+
+with_prefix() {
+	case $1 in
+	*/*) echo "$1" ;;
+	*:*) echo "$1/128" ;;
+	*) echo "$1/32" ;;
+	esac
+}
+
+# Routes for every peer's AllowedIPs, tagged with ROUTE_PROTO; stale ones are removed.
+sync_routes() {
+	local want have cidr
+	want=$(wg show "$WG_IF" allowed-ips | cut -f2 | tr ' ' '\\n' | grep '/' | sort -u || true)
+	for cidr in $want; do
+		ip route replace "$cidr" dev "$WG_IF" proto "$ROUTE_PROTO"
+	done
+	have=$({ ip -4 route show dev "$WG_IF" proto "$ROUTE_PROTO"; ip -6 route show dev "$WG_IF" proto "$ROUTE_PROTO"; } | cut -d' ' -f1)
+	for cidr in $have; do
+		cidr=$(with_prefix "$cidr")
+		if ! grep -qxF "$cidr" <<<"$want"; then ip route delete "$cidr" dev "$WG_IF" proto "$ROUTE_PROTO"; fi
+	done
+}
+
+local_net_elements() {
+	local family=$1 set=$2 nets
+	nets=$(ip "-$family" route show table main proto kernel | awk -v wg="$WG_IF" '$2 == "dev" && $3 != wg && $1 !~ /^fe80:/ {print $1}' | sort -u | paste -sd, -)
+	if [ -n "$nets" ]; then echo "add element inet $TABLE $set { $nets }"; fi
+}
+
+# The whole table is replaced in one nft transaction, and only when its content changed.
+apply_firewall() {
+	local next="$ROLE_DIR/applied.nft.new"
+	{
+		echo "table inet $TABLE {}"
+		echo "delete table inet $TABLE"
+		cat "$ROLE_DIR/ruleset.nft"
+		local_net_elements 4 local_nets_v4
+		local_net_elements 6 local_nets_v6
+		cat "$ROLE_DIR/peers.nft"
+	} >"$next"
+	if nft list table inet "$TABLE" >/dev/null 2>&1 && cmp -s "$next" "$ROLE_DIR/applied.nft"; then
+		rm -f "$next"
+		return 0
+	fi
+	nft -f "$next"
+	mv -f "$next" "$ROLE_DIR/applied.nft"
+}
+
+# Images that filter with iptables (OCI ships REJECT in INPUT and FORWARD) would still
+# reject what our table accepts, because every base chain must accept. Insert tagged
+# ACCEPTs ahead of them, only where such a ruleset exists, and never touch their chains.
+legacy_rules() {
+	echo "INPUT -p udp --dport $LISTEN_PORT"
+	echo "FORWARD -i $WG_IF"
+	echo "FORWARD -o $WG_IF"
+}
+
+legacy_filters() {
+	"$1" -w -S "$2" 2>/dev/null | grep -q -e '^-A ' -e '^-P [A-Z]* DROP'
+}
+
+open_legacy_firewall() {
+	local tool rule
+	for tool in iptables ip6tables; do
+		command -v "$tool" >/dev/null 2>&1 || continue
+		while read -r -a rule; do
+			legacy_filters "$tool" "\${rule[0]}" || continue
+			"$tool" -w -C "\${rule[@]}" -m comment --comment "$LEGACY_TAG" -j ACCEPT 2>/dev/null ||
+				"$tool" -w -I "\${rule[@]:0:1}" 1 "\${rule[@]:1}" -m comment --comment "$LEGACY_TAG" -j ACCEPT
+		done < <(legacy_rules)
+	done
+}
+
+close_legacy_firewall() {
+	local tool rule
+	for tool in iptables ip6tables; do
+		command -v "$tool" >/dev/null 2>&1 || continue
+		while read -r -a rule; do
+			while "$tool" -w -C "\${rule[@]}" -m comment --comment "$LEGACY_TAG" -j ACCEPT 2>/dev/null; do
+				"$tool" -w -D "\${rule[@]}" -m comment --comment "$LEGACY_TAG" -j ACCEPT
+			done
+		done < <(legacy_rules)
+	done
+}
+
+up() {
+	enable_forwarding
+	ensure_link
+	ip link set dev "$WG_IF" mtu "$MTU"
+	ip -4 address replace "$ADDRESS_V4" dev "$WG_IF"
+	if [ -e /proc/sys/net/ipv6 ]; then ip -6 address replace "$ADDRESS_V6" dev "$WG_IF" nodad; fi
+	sync_peers
+	ip link set dev "$WG_IF" up
+	sync_routes
+	apply_firewall
+	open_legacy_firewall
+}
+
+down() {
+	close_legacy_firewall
+	if nft list table inet "$TABLE" >/dev/null 2>&1; then nft delete table inet "$TABLE"; fi
+	rm -f "$ROLE_DIR/applied.nft"
+	delete_link "$WG_IF"
+}
+
+install_unit() {
+	cat >"/etc/systemd/system/$UNIT" <<UNIT_EOF
+[Unit]
+Description=wgexit gateway (WireGuard exit, NAT and firewall)
+Wants=network-online.target
+After=network-online.target nftables.service netfilter-persistent.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=$ROLE_DIR/gateway.sh up
+ExecStop=$ROLE_DIR/gateway.sh down
+
+[Install]
+WantedBy=multi-user.target
+UNIT_EOF
+	systemctl daemon-reload
+	systemctl enable "$UNIT" >/dev/null 2>&1
+}
+
+install() {
+	install_packages
+	ensure_key
+	if has_systemd; then
+		install_unit
+		systemctl is-active --quiet "$UNIT" || systemctl start "$UNIT"
+	fi
+	# Without systemd (or when already active) converge directly; up is idempotent.
+	up
+	touch "$ROLE_DIR/ready"
+	cat "$ROLE_DIR/public.key"
+}
+
+remove() {
+	if has_systemd && [ -e "/etc/systemd/system/$UNIT" ]; then
+		systemctl disable --now "$UNIT" >/dev/null 2>&1 || true
+		rm -f "/etc/systemd/system/$UNIT"
+		systemctl daemon-reload
+	fi
+	down
+	local previous
+	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)
+	if [ -n "$previous" ]; then delete_link "$previous"; fi
+	restore_sysctl
+	rm -f "$SYSCTL_FILE"
+	rm -rf "$ROLE_DIR"
+	rmdir /etc/wgexit 2>/dev/null || true
+}
+
+[ "$(id -u)" = 0 ] || die "run as root"
+case "\${1:-}" in
+install) install ;;
+up) up ;;
+down) down ;;
+remove) remove ;;
+public-key) cat "$ROLE_DIR/public.key" ;;
+*) die "usage: $0 install|up|down|remove|public-key" ;;
+esac
+`;
+}
+
+export function gatewayFiles(s: GatewaySettings): FileToWrite[] {
+    return [
+        { path: GATEWAY_RULESET, content: renderGatewayRuleset(s), mode: "0644" },
+        { path: GATEWAY_SCRIPT, content: renderGatewayScript(s), mode: "0755" },
+    ];
+}
+
+/** The SSH command that installs (or converges) the gateway role on a host. */
+export function renderGatewayInstallCommand(s: GatewaySettings): string {
+    return deliverAndRun(gatewayFiles(s), `${shq(GATEWAY_SCRIPT)} install`);
+}
+
+export function renderGatewayRemoveCommand(): string {
+    return runIfPresent(GATEWAY_SCRIPT, "remove");
+}
+
+/** Applies the peer list to a running gateway without restarting the tunnel. */
+export function renderGatewayPeersCommand(s: GatewaySettings, peers: GatewayPeer[]): string {
+    return deliverAndRun(
+        [
+            { path: `${GATEWAY_DIR}/peers.conf`, content: renderGatewayPeersConf(peers), mode: "0644" },
+            { path: `${GATEWAY_DIR}/peers.nft`, content: renderGatewayPeersNft(s, peers), mode: "0644" },
+        ],
+        `${shq(GATEWAY_SCRIPT)} up`,
+    );
+}
+
+/** Peers removed on delete: the tunnel keeps running with none. */
+export function renderGatewayPeersRemoveCommand(s: GatewaySettings): string {
+    return `if [ -x ${shq(GATEWAY_SCRIPT)} ]; then\n${renderGatewayPeersCommand(s, [])}fi\n`;
+}
+
+/** Waits (bounded) until the role is up, then prints the gateway's public key. */
+export function renderGatewayReadyCommand(timeoutSeconds = 900): string {
+    return `set -eu
+i=0
+while [ ! -e ${shq(`${GATEWAY_DIR}/ready`)} ]; do
+	if command -v cloud-init >/dev/null 2>&1 && cloud-init status 2>/dev/null | grep -q 'status: error'; then
+		echo "cloud-init failed; see /var/log/cloud-init-output.log" >&2; exit 1
+	fi
+	i=$((i + 2)); [ "$i" -lt ${timeoutSeconds} ] || { echo "gateway not ready after ${timeoutSeconds}s" >&2; exit 1; }
+	sleep 2
+done
+cat ${shq(`${GATEWAY_DIR}/public.key`)}
+`;
+}
+
+/** cloud-init user data: write the same files, then run the same install. */
+export function renderGatewayCloudInit(s: GatewaySettings, sshPublicKey: string): string {
+    const doc = {
+        // Keys go to the image's default user (ubuntu on OCI and OVH Ubuntu images).
+        ssh_authorized_keys: [sshPublicKey],
+        ssh_pwauth: false,
+        disable_root: true,
+        package_update: true,
+        packages: ["wireguard-tools", "nftables"],
+        write_files: gatewayFiles(s).map((f) => ({ path: f.path, permissions: f.mode, owner: "root:root", content: f.content })),
+        runcmd: [[GATEWAY_SCRIPT, "install"]],
+    };
+    return `#cloud-config\n${toYaml(doc, { lineWidth: 0 })}`;
+}
+
+/** What the gateway needs to know about one tunnel peer, from the validated config. */
+export function gatewayPeerFor(
+    peer: { name: string; addressV4: string; addressV6: string; routedCidrs: string[]; canReach: string[] },
+    all: { name: string; addressV4: string; addressV6: string; routedCidrs: string[] }[],
+): Omit<GatewayPeer, "publicKey"> {
+    const own = [`${peer.addressV4}/32`, `${peer.addressV6}/128`];
+    const targets = all.filter((p) => peer.canReach.includes(p.name));
+    return {
+        name: peer.name,
+        allowedIps: [...own, ...peer.routedCidrs],
+        routedCidrs: peer.routedCidrs,
+        reachableCidrs: targets.flatMap((t) => [`${t.addressV4}/32`, `${t.addressV6}/128`, ...t.routedCidrs]),
+    };
+}

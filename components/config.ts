@@ -1,0 +1,558 @@
+// Reads the whole stack config, validates it, and reports every problem at once.
+// Nothing here registers a resource: index.ts calls loadStackConfig() first, so bad
+// input stops the program before anything is created.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { type Cidr, type Family, hasHostBits, hostAt, overlaps, parseCidr, size } from "./net";
+
+export const PROJECT = "wgexit";
+
+// ---------------------------------------------------------------------------
+// Field validators. Every string that can end up inside a shell script is held to a
+// pattern that cannot contain shell metacharacters; the renderers quote as well.
+
+const SHELL_META = /[\s$`;|&<>(){}[\]\\'"*?!#~]/;
+
+function text(example: string) {
+    return z.string({ error: `must be a string, for example ${example}` });
+}
+
+function shellSafe(pattern: RegExp, what: string, example: string) {
+    return text(example).superRefine((value, ctx) => {
+        if (SHELL_META.test(value)) {
+            ctx.addIssue({
+                code: "custom",
+                message: `"${value}" contains shell metacharacters; ${what}, for example ${example}`,
+            });
+        } else if (!pattern.test(value)) {
+            ctx.addIssue({ code: "custom", message: `"${value}" is not valid; ${what}, for example ${example}` });
+        }
+    });
+}
+
+const name = (example: string) =>
+    shellSafe(/^[a-z][a-z0-9-]{0,30}$/, "use 1-31 lowercase letters, digits or '-', starting with a letter", example);
+
+const interfaceName = (example: string) =>
+    shellSafe(
+        /^[A-Za-z][A-Za-z0-9_.-]{0,14}$/,
+        "a Linux interface name is 1-15 letters, digits, '_', '.' or '-', starting with a letter",
+        example,
+    );
+
+const hostName = (example: string) =>
+    shellSafe(
+        /^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252})$/,
+        "give an IP address or a DNS name",
+        example,
+    );
+
+const userName = shellSafe(/^[a-z_][a-z0-9_-]{0,31}$/, "give a Unix user name", '"root" or "ubuntu"');
+
+const port = (example: number) =>
+    z
+        .number({ error: `must be a whole number from 1 to 65535, for example ${example}` })
+        .int({ error: `must be a whole number from 1 to 65535, for example ${example}` })
+        .min(1, { error: `is out of range; use 1-65535, for example ${example}` })
+        .max(65535, { error: `is out of range; use 1-65535, for example ${example}` });
+
+function cidr(family: Family | "any", example: string) {
+    const familyText = family === "any" ? "an IPv4 or IPv6" : `an IPv${family}`;
+    return text(example).superRefine((value, ctx) => {
+        if (SHELL_META.test(value)) {
+            ctx.addIssue({ code: "custom", message: `"${value}" contains shell metacharacters; give ${familyText} CIDR, for example ${example}` });
+            return;
+        }
+        const parsed = parseCidr(value);
+        if (!parsed || (family !== "any" && parsed.family !== family)) {
+            ctx.addIssue({ code: "custom", message: `"${value}" is not ${familyText} CIDR; for example ${example}` });
+        } else if (hasHostBits(value)) {
+            ctx.addIssue({ code: "custom", message: `"${value}" has host bits set; did you mean ${parsed.text}?` });
+        }
+    });
+}
+
+const wgPublicKey = text("a 44-character base64 key from `wg pubkey`").superRefine((value, ctx) => {
+    const bytes = Buffer.from(value, "base64");
+    if (!/^[A-Za-z0-9+/]{43}=$/.test(value) || bytes.length !== 32) {
+        ctx.addIssue({
+            code: "custom",
+            message: `"${value.slice(0, 60)}" is not a WireGuard public key (32 bytes of base64, 44 characters ending in '='); create one with \`wg genkey | wg pubkey\``,
+        });
+    }
+});
+
+const connection = z
+    .object(
+        {
+            host: hostName('"198.51.100.10" or "gw.example.org"'),
+            port: port(22).default(22),
+            user: userName.default("root"),
+            hostKey: text('"ssh-ed25519 AAAA..."').optional(),
+        },
+        { error: 'must be an object, for example {host: "198.51.100.10", user: "root"}' },
+    )
+    .strict();
+
+// ---------------------------------------------------------------------------
+// Placement- and role-specific objects.
+
+const existingSchema = connection;
+
+const ociSchema = z
+    .object(
+        {
+            compartmentId: text('"ocid1.compartment.oc1..aaaa..."').regex(/^ocid1\.(compartment|tenancy)\.[a-z0-9.-]+\.[a-z0-9-]*\.[a-z0-9]+$/, {
+                error: 'is not a compartment OCID; copy it from the OCI console, for example "ocid1.compartment.oc1..aaaaexample"',
+            }),
+            shape: text('"VM.Standard.A1.Flex"').default("VM.Standard.A1.Flex"),
+            ocpus: z.number().positive().default(1),
+            memoryInGbs: z.number().positive().default(6),
+            bootVolumeGbs: z.number().int().min(50).default(50),
+            imageOperatingSystem: text('"Canonical Ubuntu"').default("Canonical Ubuntu"),
+            imageOperatingSystemVersion: text('"24.04"').default("24.04"),
+            availabilityDomainIndex: z.number().int().min(0).max(2).default(0),
+            vcnCidr: cidr(4, '"10.0.0.0/16"').default("10.0.0.0/16"),
+            subnetCidr: cidr(4, '"10.0.0.0/24"').default("10.0.0.0/24"),
+            ipv6: z.boolean().default(true),
+        },
+        { error: 'must be an object, for example {compartmentId: "ocid1.compartment.oc1..aaaa"}' },
+    )
+    .strict();
+
+const ovhSchema = z
+    .object(
+        {
+            serviceName: text('"0123456789abcdef0123456789abcdef"').regex(/^[a-f0-9]{32}$/, {
+                error: 'is not an OVH Public Cloud project id (32 hex characters), for example "0123456789abcdef0123456789abcdef"',
+            }),
+            region: text('"GRA11"').regex(/^[A-Z]{2,5}[0-9]{0,3}$/, { error: 'is not an OVH region, for example "GRA11" or "BHS5"' }),
+            flavorName: text('"d2-2"').default("d2-2"),
+            imageName: text('"Ubuntu 24.04"').default("Ubuntu 24.04"),
+            billingPeriod: z.enum(["hourly", "monthly"], { error: 'must be "hourly" or "monthly"' }).default("hourly"),
+        },
+        { error: 'must be an object, for example {serviceName: "0123...", region: "GRA11"}' },
+    )
+    .strict();
+
+const guestSchema = z
+    .object({
+        name: name('"web1"'),
+        mac: text('"52:54:00:6b:00:10"')
+            .regex(/^52:54:00(:[0-9a-f]{2}){3}$/, { error: 'must be a lowercase MAC in the 52:54:00 (QEMU) range, for example "52:54:00:6b:00:10"' })
+            .optional(),
+        hostIndex: z.number().int().min(2).optional(),
+        image: text('"/var/lib/libvirt/images/debian-12.qcow2" or "https://cloud.debian.org/....qcow2"').optional(),
+        memoryMb: z.number().int().min(64).default(1024),
+        vcpus: z.number().int().min(1).default(1),
+        diskGb: z.number().int().min(1).default(10),
+        user: userName.default("debian"),
+        sshAuthorizedKeys: z.array(z.string()).default([]),
+    })
+    .strict();
+
+const networkSchema = z
+    .object({
+        name: name('"wgnet"'),
+        bridge: interfaceName('"virbr-wg"'),
+        cidr: cidr(4, '"192.168.100.0/24"'),
+        cidrV6: cidr(6, '"fd66:100::/64"').optional(),
+        resolvers: z.array(hostName('"9.9.9.9"')).default(["9.9.9.9", "2620:fe::fe"]),
+        guests: z.array(guestSchema).default([]),
+    })
+    .strict();
+
+const siteSchema = z
+    .object({
+        name: name('"home"'),
+        connection,
+        wgInterface: interfaceName('"wgexit0"').default("wgexit0"),
+        hostIndex: z.number().int().min(2).optional(),
+        lanCidrs: z.array(cidr("any", '"192.168.1.0/24"')).default([]),
+        allowInboundFrom: z.array(cidr("any", '"10.66.0.0/24"')).default([]),
+        serveDns: z.boolean().default(false),
+        networks: z.array(networkSchema).min(1, { error: "needs at least one routed network" }),
+    })
+    .strict();
+
+const peerSchema = z
+    .object({
+        name: name('"phone"'),
+        publicKey: wgPublicKey,
+        hostIndex: z.number().int().min(2).optional(),
+        allowedIps: z.array(cidr("any", '"192.168.200.0/24"')).default([]),
+        canReach: z.array(name('"home"')).default([]),
+    })
+    .strict();
+
+// ---------------------------------------------------------------------------
+// The key table. Pulumi.yaml declares exactly these keys (a test keeps them in step).
+
+const PLACEMENTS = ["existing", "oci", "ovh"] as const;
+export type Placement = (typeof PLACEMENTS)[number];
+
+const KEY_SCHEMAS = {
+    placement: z.enum(PLACEMENTS, { error: 'must be one of "existing", "oci" or "ovh"' }),
+    wgInterface: interfaceName('"wg0"'),
+    listenPort: port(51820),
+    tunnelMtu: z
+        .number({ error: "must be a whole number, for example 1420" })
+        .int()
+        .min(1280, { error: "is below 1280, the IPv6 minimum; use 1420 for a 1500-byte path" })
+        .max(8920, { error: "is too large; use 1420 unless every path is jumbo-frame clean" }),
+    tunnelCidr: cidr(4, '"10.66.0.0/24"'),
+    tunnelCidrV6: cidr(6, '"fd66:66:66::/64"'),
+    adminCidrs: z.array(cidr("any", '"203.0.113.7/32"'), { error: 'must be a list of CIDRs, for example ["203.0.113.7/32"]' }),
+    allowWorldSsh: z.boolean({ error: "must be true or false" }),
+    sshUser: userName,
+    sshPublicKey: text('"ssh-ed25519 AAAA... you@laptop"').regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n]*)?$/, {
+        error: 'is not an OpenSSH public key; paste one line of ~/.ssh/id_ed25519.pub, for example "ssh-ed25519 AAAAC3Nza... you@laptop"',
+    }),
+    sshPrivateKey: text('"-----BEGIN OPENSSH PRIVATE KEY-----..."').regex(/-----BEGIN [A-Z ]*PRIVATE KEY-----/, {
+        error: "is not a PEM/OpenSSH private key; set it with `pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`",
+    }),
+    existing: existingSchema,
+    oci: ociSchema,
+    ovh: ovhSchema,
+    peers: z.array(peerSchema, { error: "must be a list of peers" }),
+    sites: z.array(siteSchema, { error: "must be a list of sites" }),
+} as const;
+
+export type ConfigKey = keyof typeof KEY_SCHEMAS;
+export const CONFIG_KEYS = Object.keys(KEY_SCHEMAS) as ConfigKey[];
+
+export type SiteConfig = z.output<typeof siteSchema>;
+export type NetworkConfig = z.output<typeof networkSchema>;
+export type GuestConfig = z.output<typeof guestSchema>;
+export type PeerConfig = z.output<typeof peerSchema>;
+export type ConnectionConfig = z.output<typeof connection>;
+export type OciConfig = z.output<typeof ociSchema>;
+export type OvhConfig = z.output<typeof ovhSchema>;
+
+/** A tunnel peer of the gateway with its allocated addresses. */
+export interface TunnelPeer {
+    name: string;
+    kind: "site" | "peer";
+    hostIndex: number;
+    addressV4: string;
+    addressV6: string;
+    /** Subnets routed to this peer besides its own tunnel addresses. */
+    routedCidrs: string[];
+    /** Names of peers whose subnets this peer may open connections to. */
+    canReach: string[];
+}
+
+export interface StackConfig {
+    placement: Placement;
+    gateway: {
+        wgInterface: string;
+        listenPort: number;
+        tunnelMtu: number;
+        tunnelCidr: string;
+        tunnelCidrV6: string;
+        addressV4: string;
+        addressV6: string;
+        adminCidrs: string[];
+        allowWorldSsh: boolean;
+    };
+    sshUser: string;
+    sshPublicKey?: string;
+    hasSshPrivateKey: boolean;
+    existing?: ConnectionConfig;
+    oci?: OciConfig;
+    ovh?: OvhConfig;
+    peers: PeerConfig[];
+    sites: SiteConfig[];
+    tunnelPeers: TunnelPeer[];
+}
+
+export interface ConfigProblem {
+    key: string;
+    message: string;
+}
+
+export class ConfigError extends Error {
+    constructor(readonly problems: ConfigProblem[]) {
+        super(
+            `The stack config has ${problems.length} problem${problems.length === 1 ? "" : "s"}; nothing was created:\n` +
+                problems.map((p) => `  - ${p.key}: ${p.message}`).join("\n"),
+        );
+        this.name = "ConfigError";
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Project defaults come from Pulumi.yaml, the one place they are declared.
+
+interface Declaration {
+    type: "string" | "integer" | "boolean" | "array" | "object";
+    description: string;
+    default?: unknown;
+    secret?: boolean;
+}
+
+export function projectDeclarations(projectFile = path.join(__dirname, "..", "Pulumi.yaml")): Record<string, Declaration> {
+    const project = parseYaml(fs.readFileSync(projectFile, "utf8")) as { config?: Record<string, Declaration> };
+    return project.config ?? {};
+}
+
+/** Turns Pulumi's raw config strings into typed values, as the CLI would for typed keys. */
+function decode(key: string, raw: string, decl: Declaration | undefined): unknown {
+    if (!decl || decl.type === "string") return raw;
+    try {
+        return JSON.parse(raw);
+    } catch {
+        // Leave it as text: the schema then reports a type error that names the key.
+        return raw;
+    }
+}
+
+function keyPath(key: string, issuePath: PropertyKey[]): string {
+    let out = `${PROJECT}:${key}`;
+    for (const part of issuePath) out += typeof part === "number" ? `[${part}]` : `.${String(part)}`;
+    return out;
+}
+
+/**
+ * Validates raw config (keys as "wgexit:name" → string, as `pulumi.runtime.allConfig()` gives them).
+ * Returns the typed config or throws ConfigError listing every problem.
+ */
+export function parseStackConfig(raw: Record<string, string>, declarations = projectDeclarations()): StackConfig {
+    const problems: ConfigProblem[] = [];
+    const values: Record<string, unknown> = {};
+
+    for (const fullKey of Object.keys(raw)) {
+        if (!fullKey.startsWith(`${PROJECT}:`)) continue;
+        const key = fullKey.slice(PROJECT.length + 1);
+        if (!(key in KEY_SCHEMAS)) {
+            problems.push({ key: fullKey, message: `is not a known key; the keys are ${CONFIG_KEYS.join(", ")} (see README "Config reference")` });
+        }
+    }
+
+    for (const key of CONFIG_KEYS) {
+        const decl = declarations[key];
+        const rawValue = raw[`${PROJECT}:${key}`];
+        const value = rawValue === undefined ? decl?.default : decode(key, rawValue, decl);
+        if (value === undefined) continue;
+        const result = KEY_SCHEMAS[key].safeParse(value);
+        if (result.success) {
+            values[key] = result.data;
+        } else {
+            for (const issue of result.error.issues) {
+                const where = keyPath(key, issue.path);
+                const message = issue.code === "unrecognized_keys" ? `has unknown field(s) ${issue.keys.join(", ")}; check the spelling against README "Config reference"` : issue.message;
+                problems.push({ key: where, message });
+            }
+        }
+    }
+
+    const v = values as Partial<{ [K in ConfigKey]: z.output<(typeof KEY_SCHEMAS)[K]> }>;
+    const placement = v.placement;
+    const require = (key: ConfigKey, why: string, example: string) => {
+        if (v[key] === undefined && !problems.some((p) => p.key.startsWith(`${PROJECT}:${key}`))) {
+            problems.push({ key: `${PROJECT}:${key}`, message: `is required ${why}; for example ${example}` });
+        }
+    };
+
+    require("placement", "", '"existing"');
+    require("adminCidrs", "so the gateway knows who may reach SSH (the program itself applies peers over SSH)", '["203.0.113.7/32"]');
+    require("sshPrivateKey", "so the program can reach the hosts", "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`");
+    if (placement === "existing") require("existing", 'when placement is "existing"', '{host: "198.51.100.10", user: "root"}');
+    if (placement === "oci") {
+        require("oci", 'when placement is "oci"', '{compartmentId: "ocid1.compartment.oc1..aaaa"}');
+        require("sshPublicKey", "to log in to the new instance", '"ssh-ed25519 AAAA... you@laptop"');
+    }
+    if (placement === "ovh") {
+        require("ovh", 'when placement is "ovh"', '{serviceName: "0123456789abcdef0123456789abcdef", region: "GRA11"}');
+        require("sshPublicKey", "to log in to the new instance", '"ssh-ed25519 AAAA... you@laptop"');
+    }
+
+    // World-open SSH needs an explicit opt-in.
+    (v.adminCidrs ?? []).forEach((c, i) => {
+        const parsed = parseCidr(c);
+        if (parsed && parsed.prefix === 0 && v.allowWorldSsh !== true) {
+            problems.push({
+                key: `${PROJECT}:adminCidrs[${i}]`,
+                message: `"${c}" opens SSH to the whole internet; list your own address instead (for example "203.0.113.7/32"), or set allowWorldSsh: true if you really mean it`,
+            });
+        }
+    });
+
+    const tunnelPeers = allocatePeers(v.sites ?? [], v.peers ?? [], v.tunnelCidr, v.tunnelCidrV6, problems);
+    checkOverlaps(v, problems);
+    checkNames(v.sites ?? [], v.peers ?? [], problems);
+
+    if (problems.length > 0) throw new ConfigError(problems);
+
+    const tunnelV4 = parseCidr(v.tunnelCidr as string) as Cidr;
+    const tunnelV6 = parseCidr(v.tunnelCidrV6 as string) as Cidr;
+    return {
+        placement: placement as Placement,
+        gateway: {
+            wgInterface: v.wgInterface as string,
+            listenPort: v.listenPort as number,
+            tunnelMtu: v.tunnelMtu as number,
+            tunnelCidr: tunnelV4.text,
+            tunnelCidrV6: tunnelV6.text,
+            addressV4: hostAt(tunnelV4, 1),
+            addressV6: hostAt(tunnelV6, 1),
+            adminCidrs: (v.adminCidrs ?? []).map((c) => (parseCidr(c) as Cidr).text),
+            allowWorldSsh: v.allowWorldSsh ?? false,
+        },
+        sshUser: v.sshUser as string,
+        sshPublicKey: v.sshPublicKey,
+        hasSshPrivateKey: v.sshPrivateKey !== undefined,
+        existing: placement === "existing" ? v.existing : undefined,
+        oci: placement === "oci" ? v.oci : undefined,
+        ovh: placement === "ovh" ? v.ovh : undefined,
+        peers: v.peers ?? [],
+        sites: v.sites ?? [],
+        tunnelPeers,
+    };
+}
+
+function allocatePeers(
+    sites: SiteConfig[],
+    peers: PeerConfig[],
+    tunnelCidr: string | undefined,
+    tunnelCidrV6: string | undefined,
+    problems: ConfigProblem[],
+): TunnelPeer[] {
+    const v4 = tunnelCidr ? parseCidr(tunnelCidr) : undefined;
+    const v6 = tunnelCidrV6 ? parseCidr(tunnelCidrV6) : undefined;
+    if (!v4 || !v6) return [];
+    const entries = [
+        ...sites.map((s, i) => ({
+            key: `${PROJECT}:sites[${i}]`,
+            name: s.name,
+            kind: "site" as const,
+            hostIndex: s.hostIndex,
+            routed: s.networks.flatMap((n) => [n.cidr, ...(n.cidrV6 ? [n.cidrV6] : [])]),
+            canReach: [] as string[],
+        })),
+        ...peers.map((p, i) => ({
+            key: `${PROJECT}:peers[${i}]`,
+            name: p.name,
+            kind: "peer" as const,
+            hostIndex: p.hostIndex,
+            routed: p.allowedIps,
+            canReach: p.canReach,
+        })),
+    ];
+    const maxIndex = Number(size(v4) < size(v6) ? size(v4) : size(v6)) - 2;
+    const taken = new Map<number, string>();
+    for (const e of entries) {
+        if (e.hostIndex === undefined) continue;
+        if (e.hostIndex > maxIndex) {
+            problems.push({ key: `${e.key}.hostIndex`, message: `${e.hostIndex} does not fit in ${v4.text}; use 2-${maxIndex}` });
+        } else if (taken.has(e.hostIndex)) {
+            problems.push({ key: `${e.key}.hostIndex`, message: `${e.hostIndex} is already used by "${taken.get(e.hostIndex)}"; give each peer its own index, for example ${Math.max(...taken.keys()) + 1}` });
+        } else {
+            taken.set(e.hostIndex, e.name);
+        }
+    }
+    let next = 2;
+    const out: TunnelPeer[] = [];
+    for (const e of entries) {
+        let index = e.hostIndex;
+        if (index === undefined || index > maxIndex) {
+            while (taken.has(next)) next++;
+            index = next;
+            taken.set(index, e.name);
+        }
+        if (index > maxIndex) {
+            problems.push({ key: e.key, message: `no free tunnel address left in ${v4.text}; use a larger tunnelCidr such as "10.66.0.0/22"` });
+            continue;
+        }
+        out.push({
+            name: e.name,
+            kind: e.kind,
+            hostIndex: index,
+            addressV4: hostAt(v4, index),
+            addressV6: hostAt(v6, index),
+            routedCidrs: e.routed.map((c) => (parseCidr(c) as Cidr).text),
+            canReach: e.canReach,
+        });
+    }
+    return out;
+}
+
+function checkOverlaps(v: Partial<Record<ConfigKey, unknown>>, problems: ConfigProblem[]): void {
+    const blocks: { key: string; text: string }[] = [];
+    const add = (key: string, value: unknown) => {
+        if (typeof value === "string") blocks.push({ key, text: value });
+    };
+    add(`${PROJECT}:tunnelCidr`, v.tunnelCidr);
+    add(`${PROJECT}:tunnelCidrV6`, v.tunnelCidrV6);
+    const sites = (v.sites as SiteConfig[] | undefined) ?? [];
+    sites.forEach((s, i) => {
+        s.lanCidrs.forEach((c, j) => add(`${PROJECT}:sites[${i}].lanCidrs[${j}]`, c));
+        s.networks.forEach((n, j) => {
+            add(`${PROJECT}:sites[${i}].networks[${j}].cidr`, n.cidr);
+            add(`${PROJECT}:sites[${i}].networks[${j}].cidrV6`, n.cidrV6);
+        });
+    });
+    ((v.peers as PeerConfig[] | undefined) ?? []).forEach((p, i) => {
+        p.allowedIps.forEach((c, j) => add(`${PROJECT}:peers[${i}].allowedIps[${j}]`, c));
+    });
+    const oci = v.oci as OciConfig | undefined;
+    if (v.placement === "oci" && oci) add(`${PROJECT}:oci.vcnCidr`, oci.vcnCidr);
+
+    for (let i = 0; i < blocks.length; i++) {
+        for (let j = i + 1; j < blocks.length; j++) {
+            const a = parseCidr(blocks[i].text);
+            const b = parseCidr(blocks[j].text);
+            if (a && b && overlaps(a, b)) {
+                problems.push({
+                    key: blocks[j].key,
+                    message: `${b.text} overlaps ${blocks[i].key} (${a.text}); tunnel, guest, LAN and cloud subnets must be disjoint, for example guests on 192.168.100.0/24 and the tunnel on 10.66.0.0/24`,
+                });
+            }
+        }
+    }
+    if (typeof v.tunnelCidr === "string") {
+        const t = parseCidr(v.tunnelCidr);
+        if (t && t.prefix > 29) problems.push({ key: `${PROJECT}:tunnelCidr`, message: `${t.text} is too small for a gateway and peers; use /29 or larger, for example "10.66.0.0/24"` });
+    }
+}
+
+function checkNames(sites: SiteConfig[], peers: PeerConfig[], problems: ConfigProblem[]): void {
+    const seen = new Map<string, string>();
+    const claim = (key: string, value: string, kind: string) => {
+        const prior = seen.get(`${kind}:${value}`);
+        if (prior) problems.push({ key, message: `"${value}" is already used by ${prior}; ${kind} names must be unique` });
+        else seen.set(`${kind}:${value}`, key);
+    };
+    sites.forEach((s, i) => {
+        claim(`${PROJECT}:sites[${i}].name`, s.name, "peer");
+        const bridges = new Set<string>();
+        s.networks.forEach((n, j) => {
+            claim(`${PROJECT}:sites[${i}].networks[${j}].name`, `${s.name}/${n.name}`, "network");
+            if (bridges.has(n.bridge)) problems.push({ key: `${PROJECT}:sites[${i}].networks[${j}].bridge`, message: `"${n.bridge}" is used twice on site "${s.name}"; give each network its own bridge` });
+            bridges.add(n.bridge);
+            if (n.bridge === s.wgInterface) problems.push({ key: `${PROJECT}:sites[${i}].networks[${j}].bridge`, message: `"${n.bridge}" is the site's wgInterface; pick another name such as "virbr-wg"` });
+            n.guests.forEach((g, k) => claim(`${PROJECT}:sites[${i}].networks[${j}].guests[${k}].name`, `${s.name}/${g.name}`, "guest"));
+        });
+    });
+    const peerNames = new Set([...sites.map((s) => s.name), ...peers.map((p) => p.name)]);
+    peers.forEach((p, i) => {
+        claim(`${PROJECT}:peers[${i}].name`, p.name, "peer");
+        p.canReach.forEach((target, j) => {
+            if (!peerNames.has(target)) problems.push({ key: `${PROJECT}:peers[${i}].canReach[${j}]`, message: `"${target}" is not a site or peer name; use one of ${[...peerNames].join(", ")}` });
+        });
+    });
+}
+
+/** Reads and validates the running stack's config; throws before any resource is registered. */
+export function loadStackConfig(): StackConfig {
+    // Imported here so the pure parser above stays usable without the Pulumi runtime.
+    const pulumi = require("@pulumi/pulumi") as typeof import("@pulumi/pulumi");
+    try {
+        return parseStackConfig(pulumi.runtime.allConfig());
+    } catch (e) {
+        if (e instanceof ConfigError) throw new pulumi.RunError(e.message);
+        throw e;
+    }
+}
