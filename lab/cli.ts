@@ -1,0 +1,72 @@
+// npm run lab [-- --json] [-- --keep] [-- --down]
+// Builds the namespace world, applies the lab stack with the real program, prints the
+// isolation and leak matrix, then destroys everything and proves nothing is left.
+import { formatMatrix, gatewayScenario, Lab } from "./lab";
+import { LabWorld } from "./world";
+
+export function labUnsupportedReason(): string | undefined {
+    if (process.platform !== "linux") return `the lab needs Linux network namespaces (this is ${process.platform})`;
+    if (typeof process.getuid === "function" && process.getuid() !== 0) return "the lab needs root (run: sudo npm run lab)";
+    return undefined;
+}
+
+async function down(): Promise<number> {
+    let problems = 0;
+    for (const manifest of LabWorld.findLeftovers()) {
+        const left = await LabWorld.load(manifest).destroy();
+        for (const p of left) console.error(`  ${p}`);
+        problems += left.length;
+        console.log(`removed lab world ${manifest}`);
+    }
+    return problems ? 1 : 0;
+}
+
+async function main(): Promise<number> {
+    const args = new Set(process.argv.slice(2));
+    const reason = labUnsupportedReason();
+    if (reason) {
+        console.error(`LAB SKIPPED: ${reason}`);
+        return 2;
+    }
+    if (args.has("--down")) return down();
+    const json = args.has("--json");
+    const lab = await Lab.start();
+    let interrupted = false;
+    const onSignal = () => {
+        interrupted = true;
+        console.error("interrupted: tearing the lab down");
+        lab.destroy().finally(() => process.exit(130));
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    try {
+        await gatewayScenario(lab, "existing");
+        await gatewayScenario(lab, "oci");
+    } catch (e) {
+        lab.record("lab", "scenarios ran to the end", false, (e as Error).message);
+        console.error((e as Error).message);
+        console.error(await lab.world.debugDump());
+    }
+    if (interrupted) return 130;
+    if (args.has("--keep")) {
+        console.log(formatMatrix(lab.checks));
+        console.log(`\nThe world is kept. Shells:\n${Object.entries(lab.world.m.namespaces).map(([r, ns]) => `  ${r.padEnd(6)} sudo ip netns exec ${ns} bash`).join("\n")}`);
+        console.log(`Remove it with: sudo npm run lab -- --down`);
+        return lab.checks.some((c) => !c.pass) ? 1 : 0;
+    }
+    const left = await lab.destroy();
+    lab.record("lab", "teardown leaves no namespace, link, process or file", left.length === 0, left.join("; ") || "clean");
+    const failed = lab.checks.filter((c) => !c.pass).length;
+    console.log(json ? JSON.stringify({ checks: lab.checks, passed: lab.checks.length - failed, failed }, null, 2) : formatMatrix(lab.checks));
+    return failed ? 1 : 0;
+}
+
+if (require.main === module) {
+    main().then(
+        (code) => process.exit(code),
+        (e) => {
+            console.error(e);
+            process.exit(1);
+        },
+    );
+}

@@ -1,0 +1,69 @@
+"""Lab HTTP server: answers with the client's address and logs every connection.
+
+Usage: echo_server.py LOGFILE PORT ADDRESS [ADDRESS ...]
+  GET /            -> the client address as seen here
+  GET /bytes/N     -> N bytes (for download tests)
+Every accepted connection is logged as "<client address>" on its own line, so a test
+can prove that nothing arrived (an empty log) as well as what did.
+"""
+import http.server
+import socket
+import socketserver
+import sys
+import threading
+
+LOG = sys.argv[1]
+PORT = int(sys.argv[2])
+ADDRESSES = sys.argv[3:]
+lock = threading.Lock()
+
+
+def log(line):
+    with lock, open(LOG, "a") as f:
+        f.write(line + "\n")
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self):
+        client = self.client_address[0]
+        if client.startswith("::ffff:"):
+            client = client[7:]
+        if self.path.startswith("/bytes/"):
+            size = int(self.path.split("/")[2])
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b"x" * 65536
+            while size > 0:
+                self.wfile.write(chunk[: min(size, len(chunk))])
+                size -= len(chunk)
+            return
+        body = (client + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address):
+        self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        super().__init__((address, PORT), Handler)
+
+    def verify_request(self, request, client_address):
+        log(client_address[0])
+        return True
+
+
+servers = [Server(a) for a in ADDRESSES]
+for s in servers[1:]:
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+servers[0].serve_forever()

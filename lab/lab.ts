@@ -1,0 +1,239 @@
+// The lab: a world, a stack applied to it by the lab engine, and the checks that show
+// packets going, or not going, where they should.
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parse as parseYaml } from "yaml";
+import type { ApplyJob, ApplyResult } from "./apply";
+import { inNs, run, sleep, waitFor } from "./exec";
+import { LAB, LabWorld } from "./world";
+
+export interface Check {
+    group: string;
+    name: string;
+    pass: boolean;
+    detail: string;
+}
+
+export type Overrides = Record<string, unknown>;
+
+const REPO = path.join(__dirname, "..");
+
+/** Pulumi.lab.yaml as "wgexit:key" → raw string, the way Pulumi hands config to a program. */
+export function labStackConfig(overrides: Overrides): Record<string, string> {
+    const file = parseYaml(fs.readFileSync(path.join(REPO, "Pulumi.lab.yaml"), "utf8")) as { config: Record<string, unknown> };
+    const merged = { ...file.config, ...Object.fromEntries(Object.entries(overrides).map(([k, v]) => [`wgexit:${k}`, v])) };
+    return Object.fromEntries(Object.entries(merged).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
+}
+
+export class Lab {
+    readonly checks: Check[] = [];
+    private applyCount = 0;
+    peerPrivateKey = "";
+    peerPublicKey = "";
+
+    constructor(readonly world: LabWorld) {}
+
+    static async start(): Promise<Lab> {
+        const lab = new Lab(await LabWorld.create());
+        const priv = await run(["wg", "genkey"]);
+        lab.peerPrivateKey = priv.stdout.trim();
+        lab.peerPublicKey = (await run(["wg", "pubkey"], { input: priv.stdout })).stdout.trim();
+        return lab;
+    }
+
+    get stateFile(): string {
+        return path.join(this.world.root, "state.json");
+    }
+
+    /** The config overrides every lab stack needs: this run's keys. */
+    baseOverrides(): Overrides {
+        const file = parseYaml(fs.readFileSync(path.join(REPO, "Pulumi.lab.yaml"), "utf8")) as { config: Record<string, unknown> };
+        const peers = (file.config["wgexit:peers"] as Record<string, unknown>[]).map((p) => (p.name === "labpeer" ? { ...p, publicKey: this.peerPublicKey } : p));
+        return { sshPrivateKey: fs.readFileSync(this.world.sshKeyFile, "utf8"), peers };
+    }
+
+    ociOverrides(): Overrides {
+        return {
+            placement: "oci",
+            oci: { compartmentId: "ocid1.compartment.oc1..labcompartment" },
+            sshPublicKey: fs.readFileSync(`${this.world.sshKeyFile}.pub`, "utf8").trim(),
+            sshUser: "root",
+        };
+    }
+
+    /** One `pulumi up` (or destroy) of the lab stack, in a fresh process. */
+    async apply(overrides: Overrides, destroy = false): Promise<ApplyResult> {
+        const n = ++this.applyCount;
+        const job: ApplyJob = {
+            stack: "lab",
+            config: labStackConfig({ ...this.baseOverrides(), ...overrides }),
+            secretKeys: ["wgexit:sshPrivateKey"],
+            stateFile: this.stateFile,
+            resultFile: path.join(this.world.root, `apply-${n}.result.json`),
+            destroy,
+            ctlNamespace: this.world.ns("ctl"),
+            workDir: this.world.root,
+            cloudBox: { host: LAB.cloudPublic.v4, keyFile: this.world.sshKeyFile },
+            cloudAddresses: LAB.cloudPublic,
+        };
+        const jobFile = path.join(this.world.root, `apply-${n}.job.json`);
+        fs.writeFileSync(jobFile, JSON.stringify(job), { mode: 0o600 });
+        const log = path.join(this.world.root, `apply-${n}.log`);
+        const code = await new Promise<number>((resolve) => {
+            const fd = fs.openSync(log, "w");
+            const child = spawn(process.execPath, ["--import", "tsx", path.join(__dirname, "apply.ts"), jobFile], { cwd: REPO, stdio: ["ignore", fd, fd] });
+            fs.closeSync(fd);
+            const timer = setTimeout(() => child.kill("SIGKILL"), 600_000);
+            child.on("close", (c) => {
+                clearTimeout(timer);
+                resolve(c ?? 1);
+            });
+        });
+        if (code !== 0 || !fs.existsSync(job.resultFile)) throw new Error(`lab apply ${n} crashed (${code}):\n${fs.readFileSync(log, "utf8").slice(-4000)}`);
+        const result = JSON.parse(fs.readFileSync(job.resultFile, "utf8")) as ApplyResult;
+        if (result.failures.length) throw new Error(`lab apply ${n} failed:\n${result.failures.join("\n")}\n${fs.readFileSync(log, "utf8").slice(-2000)}`);
+        return result;
+    }
+
+    record(group: string, name: string, pass: boolean, detail: string): boolean {
+        this.checks.push({ group, name, pass, detail });
+        return pass;
+    }
+
+    /** The test peer joins the tunnel, routing only its subnet through it (like a site). */
+    async peerUp(gatewayPublicKey: string, endpoint: string): Promise<string> {
+        const wg = this.world.wgName("p");
+        const keyFile = path.join(this.world.root, "peer.key");
+        fs.writeFileSync(keyFile, this.peerPrivateKey, { mode: 0o600 });
+        await inNs(
+            this.world.ns("peer"),
+            `set -e
+            ip link del ${wg} 2>/dev/null || true
+            WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go ${wg} >/dev/null 2>&1
+            wg set ${wg} private-key ${keyFile} peer ${gatewayPublicKey} endpoint ${endpoint} allowed-ips 0.0.0.0/0,::/0 persistent-keepalive 25
+            ip addr add 10.66.0.2/24 dev ${wg}; ip -6 addr add fd66:66:66::2/64 dev ${wg} nodad
+            ip link set ${wg} mtu 1420 up
+            ip rule add from ${LAB.testPeer.subnet} lookup 200 2>/dev/null || true
+            ip -6 rule add from ${LAB.testPeer.subnetV6} lookup 200 2>/dev/null || true
+            ip route replace default dev ${wg} table 200; ip -6 route replace default dev ${wg} table 200`,
+        );
+        return wg;
+    }
+
+    async peerDown(wg: string): Promise<void> {
+        await inNs(this.world.ns("peer"), `ip link del ${wg} 2>/dev/null; ip rule del from ${LAB.testPeer.subnet} lookup 200 2>/dev/null; ip -6 rule del from ${LAB.testPeer.subnetV6} lookup 200 2>/dev/null; true`, { allowFail: true });
+        await waitFor("test peer wireguard-go to exit", () => !fs.existsSync(`/var/run/wireguard/${wg}.sock`), 10_000);
+    }
+
+    /** HTTP GET from a namespace, with a source address; returns the body or undefined. */
+    async httpFrom(role: Parameters<LabWorld["ns"]>[0], source: string, url: string, seconds = 3): Promise<string | undefined> {
+        const r = await inNs(this.world.ns(role), `curl -s -g -m ${seconds} --interface ${source} ${url}`, { allowFail: true, timeoutMs: (seconds + 5) * 1000 });
+        return r.code === 0 ? r.stdout.trim() : undefined;
+    }
+
+    async destroy(): Promise<string[]> {
+        return this.world.destroy();
+    }
+}
+
+/** The gateway scenario of the matrix: one placement, applied, probed, re-applied, destroyed. */
+export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", opts: { sabotage?: boolean } = {}): Promise<void> {
+    const group = `gateway/${placement}`;
+    const w = lab.world;
+    const overrides = placement === "oci" ? lab.ociOverrides() : {};
+    if (placement === "oci") await w.hostExec("cloud", `iptables-restore <<'EOF'\n${OCI_STOCK_IPTABLES}\nEOF`);
+    const before = await w.hostSnapshot("cloud");
+
+    const applied = await lab.apply(overrides);
+    const outputs = applied.outputs as { gatewayPublicKey: string; gatewayEndpoint: string };
+    lab.record(group, "apply creates the gateway", applied.executions.length > 0, `${applied.executions.length} steps, ${applied.wallMs} ms`);
+    lab.record(group, "public key exported and valid", /^[A-Za-z0-9+/]{43}=$/.test(outputs.gatewayPublicKey), outputs.gatewayPublicKey);
+    lab.record(group, "endpoint is the public address", outputs.gatewayEndpoint === `${LAB.cloudPublic.v4}:51820`, outputs.gatewayEndpoint);
+    const keyMode = await w.hostExec("cloud", "stat -c %a /etc/wgexit/gateway/private.key");
+    lab.record(group, "private key made on the host, mode 0600", keyMode.stdout.trim() === "600", keyMode.stdout.trim());
+
+    const wg = await lab.peerUp(outputs.gatewayPublicKey, outputs.gatewayEndpoint);
+    try {
+        if (opts.sabotage) await w.hostExec("cloud", "nft insert rule inet wgexit_gateway forward iifname wg0 accept");
+        w.clearLog("srv-http-clients");
+        const seen4 = await lab.httpFrom("peer", LAB.testPeer.subnetHost, `http://${LAB.server.v4}:${LAB.server.httpPort}/`, 8);
+        lab.record(group, "peer subnet reaches the internet as the gateway (IPv4)", seen4 === LAB.cloudPublic.v4, `server saw ${seen4 ?? "nothing"}`);
+        const hs = await inNs(w.ns("peer"), `wg show ${wg} latest-handshakes | cut -f2`);
+        const handshake = Number(hs.stdout.trim());
+        lab.record(group, "peer completes a handshake", handshake > 0, handshake > 0 ? `${Math.round(Date.now() / 1000 - handshake)} s ago` : "none");
+        const seen6 = await lab.httpFrom("peer", LAB.testPeer.subnetHostV6, `http://[${LAB.server.v6}]:${LAB.server.httpPort}/`);
+        lab.record(group, "peer subnet reaches the internet as the gateway (IPv6, NAT66)", seen6 === LAB.cloudPublic.v6, `server saw ${seen6 ?? "nothing"}`);
+
+        w.clearLog("vcn-metadata-clients");
+        const meta = await lab.httpFrom("peer", LAB.testPeer.subnetHost, `http://${LAB.metadata}/`, 2);
+        const neighbour = await lab.httpFrom("peer", LAB.testPeer.subnetHost, `http://${LAB.cloudPrivate.neighbour}/`, 2);
+        const arrived = w.readLog("vcn-metadata-clients");
+        lab.record(group, "forward to 169.254.169.254 dropped", meta === undefined && arrived.length === 0, `answer ${meta ?? "none"}, metadata listener saw ${arrived.length} connections`);
+        lab.record(group, "forward to the gateway's private network dropped", neighbour === undefined && arrived.length === 0, `answer ${neighbour ?? "none"}, neighbour saw ${arrived.length} connections`);
+        const tunnelSsh = await lab.httpFrom("peer", LAB.testPeer.subnetHost, "telnet://10.66.0.1:22", 2);
+        lab.record(group, "peer cannot reach the gateway's SSH through the tunnel", tunnelSsh === undefined, tunnelSsh === undefined ? "no answer" : "SSH answered");
+        const worldSsh = await inNs(w.ns("peer"), `timeout 3 bash -c '</dev/tcp/${LAB.cloudPublic.v4}/22' && echo open || echo closed`, { allowFail: true });
+        lab.record(group, "SSH closed to non-admin addresses", worldSsh.stdout.trim() === "closed", worldSsh.stdout.trim());
+        const adminSsh = await inNs(w.ns("ctl"), `timeout 3 bash -c '</dev/tcp/${LAB.cloudPublic.v4}/22' && echo open || echo closed`, { allowFail: true });
+        lab.record(group, "SSH open to the admin CIDR", adminSsh.stdout.trim() === "open", adminSsh.stdout.trim());
+        if (placement === "oci") {
+            const chain = await w.hostExec("cloud", "iptables -S InstanceServices | wc -l; iptables -S FORWARD | tail -1");
+            lab.record(group, "OCI InstanceServices chain and REJECT rules kept", /REJECT/.test(chain.stdout) && Number(chain.stdout.split("\n")[0]) > 2, chain.stdout.replace(/\n/g, " | "));
+        }
+    } finally {
+        await lab.peerDown(wg);
+    }
+
+    const again = await lab.apply(overrides);
+    lab.record(group, "second apply executes nothing", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+    const rules1 = await w.hostExec("cloud", "nft list ruleset");
+    await w.hostExec("cloud", "/etc/wgexit/gateway/gateway.sh install >/dev/null");
+    const rules2 = await w.hostExec("cloud", "nft list ruleset");
+    lab.record(group, "running the install twice leaves the ruleset byte-identical", rules1.stdout === rules2.stdout, `${rules1.stdout.length} bytes`);
+
+    await lab.apply(overrides, true);
+    const after = await w.hostSnapshot("cloud");
+    lab.record(group, "destroy leaves the host as it was", before === after, before === after ? "identical" : diffLines(before, after));
+    if (placement === "oci") await w.hostExec("cloud", "iptables-restore <<'EOF'\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\nEOF\nnft delete table ip filter");
+    await sleep(10);
+}
+
+export function diffLines(a: string, b: string): string {
+    const as = new Set(a.split("\n"));
+    const bs = new Set(b.split("\n"));
+    const gone = [...as].filter((l) => !bs.has(l)).map((l) => `- ${l}`);
+    const added = [...bs].filter((l) => !as.has(l)).map((l) => `+ ${l}`);
+    return [...gone, ...added].slice(0, 30).join("\n");
+}
+
+/** The stock firewall of OCI's Ubuntu images (abridged to the parts that matter here). */
+export const OCI_STOCK_IPTABLES = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:InstanceServices - [0:0]
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -p udp -m udp --sport 123 -j ACCEPT
+-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT
+-A INPUT -j REJECT --reject-with icmp-host-prohibited
+-A FORWARD -j REJECT --reject-with icmp-host-prohibited
+-A OUTPUT -d 169.254.0.0/16 -j InstanceServices
+-A InstanceServices -d 169.254.0.2/32 -p tcp -m owner --uid-owner 0 -m tcp --dport 3260 -j ACCEPT
+-A InstanceServices -d 169.254.169.254/32 -p udp -m udp --dport 53 -j ACCEPT
+-A InstanceServices -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j ACCEPT
+-A InstanceServices -d 169.254.0.0/16 -p tcp -m tcp -j REJECT --reject-with tcp-reset
+-A InstanceServices -d 169.254.0.0/16 -p udp -m udp -j REJECT --reject-with icmp-port-unreachable
+COMMIT`;
+
+export function formatMatrix(checks: Check[]): string {
+    const width = Math.max(...checks.map((c) => c.name.length), 10);
+    const groupWidth = Math.max(...checks.map((c) => c.group.length), 5);
+    const lines = [`${"group".padEnd(groupWidth)}  ${"check".padEnd(width)}  result  detail`];
+    for (const c of checks) lines.push(`${c.group.padEnd(groupWidth)}  ${c.name.padEnd(width)}  ${c.pass ? "pass  " : "FAIL  "}  ${c.detail.split("\n")[0].slice(0, 100)}`);
+    const failed = checks.filter((c) => !c.pass).length;
+    lines.push(`${checks.length - failed} passed, ${failed} failed`);
+    return lines.join("\n");
+}
