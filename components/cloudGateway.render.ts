@@ -87,11 +87,11 @@ table inet ${GATEWAY_TABLE} {
 	chain forward {
 		type filter hook forward priority filter; policy drop;
 		tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment "clamp MSS to the path MTU"
-		ct state established,related accept
-		ct state invalid drop
 		iifname ${wg} ip daddr 169.254.0.0/16 counter drop comment "metadata service and iSCSI boot volume"
 		iifname ${wg} ip daddr @local_nets_v4 counter drop comment "the gateway's own network"
 		iifname ${wg} ip6 daddr @local_nets_v6 counter drop comment "the gateway's own network"
+		ct state established,related accept
+		ct state invalid drop
 		iifname ${wg} oifname ${wg} jump peer_links
 		iifname ${wg} oifname != ${wg} ip saddr @peer_nets_v4 ip daddr != @non_internet_v4 accept comment "peers to the internet"
 		iifname ${wg} oifname != ${wg} ip6 saddr @peer_nets_v6 ip6 daddr != @non_internet_v6 accept comment "peers to the internet"

@@ -249,7 +249,7 @@ function lastLine(text: string): string {
 /** The first /64 of a VCN's IPv6 block (OCI subnets are always /64). */
 function firstSubnet64(block: string): string {
     const parsed = parseCidr(block);
-    if (!parsed || parsed.family !== 6) throw new Error(`unexpected VCN IPv6 block "${block}"`);
+    if (parsed?.family !== 6) throw new Error(`unexpected VCN IPv6 block "${block}"`);
     return `${parsed.text.split("/")[0]}/64`;
 }
 

@@ -3,6 +3,7 @@
 // input stops the program before anything is created.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { type Cidr, type Family, hasHostBits, hostAt, overlaps, parseCidr, size } from "./net";
@@ -299,7 +300,7 @@ export function projectDeclarations(projectFile = path.join(__dirname, "..", "Pu
 }
 
 /** Turns Pulumi's raw config strings into typed values, as the CLI would for typed keys. */
-function decode(key: string, raw: string, decl: Declaration | undefined): unknown {
+function decode(raw: string, decl: Declaration | undefined): unknown {
     if (!decl || decl.type === "string") return raw;
     try {
         return JSON.parse(raw);
@@ -334,7 +335,7 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
     for (const key of CONFIG_KEYS) {
         const decl = declarations[key];
         const rawValue = raw[`${PROJECT}:${key}`];
-        const value = rawValue === undefined ? decl?.default : decode(key, rawValue, decl);
+        const value = rawValue === undefined ? decl?.default : decode(rawValue, decl);
         if (value === undefined) continue;
         const result = KEY_SCHEMAS[key].safeParse(value);
         if (result.success) {
@@ -379,6 +380,12 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
             });
         }
     });
+
+    // Sites are validated in full (so overlaps are caught now) but are applied by the
+    // KvmSite component, which this version does not ship yet: refuse rather than ignore.
+    if ((v.sites ?? []).length > 0) {
+        problems.push({ key: `${PROJECT}:sites`, message: "KVM sites are not supported by this version yet; remove the key (see README \"Status\")" });
+    }
 
     const tunnelPeers = allocatePeers(v.sites ?? [], v.peers ?? [], v.tunnelCidr, v.tunnelCidrV6, problems);
     checkOverlaps(v, problems);
@@ -441,7 +448,7 @@ function allocatePeers(
             canReach: p.canReach,
         })),
     ];
-    const maxIndex = Number(size(v4) < size(v6) ? size(v4) : size(v6)) - 2;
+    const maxIndex = Math.min(Number(size(v4)), Number(size(v6))) - 2;
     const taken = new Map<number, string>();
     for (const e of entries) {
         if (e.hostIndex === undefined) continue;
@@ -488,14 +495,18 @@ function checkOverlaps(v: Partial<Record<ConfigKey, unknown>>, problems: ConfigP
     add(`${PROJECT}:tunnelCidrV6`, v.tunnelCidrV6);
     const sites = (v.sites as SiteConfig[] | undefined) ?? [];
     sites.forEach((s, i) => {
-        s.lanCidrs.forEach((c, j) => add(`${PROJECT}:sites[${i}].lanCidrs[${j}]`, c));
+        s.lanCidrs.forEach((c, j) => {
+            add(`${PROJECT}:sites[${i}].lanCidrs[${j}]`, c);
+        });
         s.networks.forEach((n, j) => {
             add(`${PROJECT}:sites[${i}].networks[${j}].cidr`, n.cidr);
             add(`${PROJECT}:sites[${i}].networks[${j}].cidrV6`, n.cidrV6);
         });
     });
     ((v.peers as PeerConfig[] | undefined) ?? []).forEach((p, i) => {
-        p.allowedIps.forEach((c, j) => add(`${PROJECT}:peers[${i}].allowedIps[${j}]`, c));
+        p.allowedIps.forEach((c, j) => {
+            add(`${PROJECT}:peers[${i}].allowedIps[${j}]`, c);
+        });
     });
     const oci = v.oci as OciConfig | undefined;
     if (v.placement === "oci" && oci) add(`${PROJECT}:oci.vcnCidr`, oci.vcnCidr);
@@ -533,7 +544,9 @@ function checkNames(sites: SiteConfig[], peers: PeerConfig[], problems: ConfigPr
             if (bridges.has(n.bridge)) problems.push({ key: `${PROJECT}:sites[${i}].networks[${j}].bridge`, message: `"${n.bridge}" is used twice on site "${s.name}"; give each network its own bridge` });
             bridges.add(n.bridge);
             if (n.bridge === s.wgInterface) problems.push({ key: `${PROJECT}:sites[${i}].networks[${j}].bridge`, message: `"${n.bridge}" is the site's wgInterface; pick another name such as "virbr-wg"` });
-            n.guests.forEach((g, k) => claim(`${PROJECT}:sites[${i}].networks[${j}].guests[${k}].name`, `${s.name}/${g.name}`, "guest"));
+            n.guests.forEach((g, k) => {
+                claim(`${PROJECT}:sites[${i}].networks[${j}].guests[${k}].name`, `${s.name}/${g.name}`, "guest");
+            });
         });
     });
     const peerNames = new Set([...sites.map((s) => s.name), ...peers.map((p) => p.name)]);
@@ -547,8 +560,6 @@ function checkNames(sites: SiteConfig[], peers: PeerConfig[], problems: ConfigPr
 
 /** Reads and validates the running stack's config; throws before any resource is registered. */
 export function loadStackConfig(): StackConfig {
-    // Imported here so the pure parser above stays usable without the Pulumi runtime.
-    const pulumi = require("@pulumi/pulumi") as typeof import("@pulumi/pulumi");
     try {
         return parseStackConfig(pulumi.runtime.allConfig());
     } catch (e) {

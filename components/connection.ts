@@ -1,7 +1,7 @@
 // How the program reaches a host: over SSH with @pulumi/command's remote.Command.
 // One place builds the connection and the command resource so every host step looks alike.
 import * as command from "@pulumi/command";
-import * as pulumi from "@pulumi/pulumi";
+import type * as pulumi from "@pulumi/pulumi";
 
 export interface HostConnection {
     host: pulumi.Input<string>;

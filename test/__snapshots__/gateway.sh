@@ -1,0 +1,271 @@
+#!/bin/bash
+# wgexit gateway role. Rendered by components/cloudGateway.render.ts; do not edit on the host.
+#   install  install packages, make the key on this host, enable at boot, bring up
+#   up       bring the tunnel, routes and firewall in line with the files (idempotent)
+#   down     take the tunnel and firewall down, keep the files
+#   remove   undo everything install did
+set -euo pipefail
+WG_IF='wg0'
+LISTEN_PORT='51820'
+MTU='1420'
+ADDRESS_V4='10.66.0.1/24'
+ADDRESS_V6='fd66:66:66::1/64'
+ROLE_DIR='/etc/wgexit/gateway'
+TABLE='wgexit_gateway'
+ROUTE_PROTO='77'
+UNIT='wgexit-gateway.service'
+SYSCTL_FILE='/etc/sysctl.d/60-wgexit-gateway.conf'
+LEGACY_TAG='wgexit-gateway'
+
+log() { printf 'wgexit-gateway: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+has_systemd() { [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
+
+install_packages() {
+	local missing=()
+	command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
+	command -v nft >/dev/null 2>&1 || missing+=(nftables)
+	if [ "${#missing[@]}" -gt 0 ]; then
+		log "installing ${missing[*]}"
+		DEBIAN_FRONTEND=noninteractive apt-get update -q
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+	fi
+}
+
+ensure_key() {
+	if [ ! -s "$ROLE_DIR/private.key" ]; then
+		(umask 077 && wg genkey >"$ROLE_DIR/private.key.new")
+		mv -f "$ROLE_DIR/private.key.new" "$ROLE_DIR/private.key"
+	fi
+	chmod 600 "$ROLE_DIR/private.key"
+	wg pubkey <"$ROLE_DIR/private.key" >"$ROLE_DIR/public.key"
+	chmod 644 "$ROLE_DIR/public.key"
+}
+
+# The interface whose default route leads to the internet.
+uplink() {
+	ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}'
+}
+
+# Forwarding on; IPv6 forwarding would make the uplink ignore router advertisements,
+# so it keeps accepting them (accept_ra=2). Prior values are saved once and restored by remove.
+enable_forwarding() {
+	local up keys=(net.ipv4.ip_forward net.ipv6.conf.all.forwarding) key
+	up=$(uplink)
+	if [ -n "$up" ] && [ -e "/proc/sys/net/ipv6/conf/$up/accept_ra" ]; then keys+=("net.ipv6.conf.$up.accept_ra"); fi
+	if [ ! -e "$ROLE_DIR/sysctl.saved" ]; then
+		for key in "${keys[@]}"; do printf '%s = %s\n' "$key" "$(sysctl -n "$key")"; done >"$ROLE_DIR/sysctl.saved.new"
+		mv -f "$ROLE_DIR/sysctl.saved.new" "$ROLE_DIR/sysctl.saved"
+	fi
+	{
+		echo "# wgexit gateway: route and NAT tunnel traffic"
+		echo "net.ipv4.ip_forward = 1"
+		echo "net.ipv6.conf.all.forwarding = 1"
+		if [ "${#keys[@]}" -gt 2 ]; then echo "${keys[2]} = 2"; fi
+	} >"$SYSCTL_FILE"
+	sysctl -q -p "$SYSCTL_FILE" >/dev/null
+}
+
+restore_sysctl() {
+	local key _eq value
+	[ -e "$ROLE_DIR/sysctl.saved" ] || return 0
+	while read -r key _eq value; do
+		[ -e "/proc/sys/${key//.//}" ] && sysctl -q -w "$key=$value" >/dev/null
+	done <"$ROLE_DIR/sysctl.saved"
+}
+
+ensure_link() {
+	local previous
+	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)
+	if [ -n "$previous" ] && [ "$previous" != "$WG_IF" ]; then delete_link "$previous"; fi
+	echo "$WG_IF" >"$ROLE_DIR/interface"
+	ip link show dev "$WG_IF" >/dev/null 2>&1 && return 0
+	if ! ip link add dev "$WG_IF" type wireguard 2>/dev/null; then
+		command -v wireguard-go >/dev/null 2>&1 || die "no WireGuard kernel module and no wireguard-go"
+		log "no WireGuard kernel module; using wireguard-go"
+		WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go "$WG_IF"
+	fi
+}
+
+delete_link() {
+	local name=$1 i
+	ip link delete dev "$name" 2>/dev/null || true
+	# wireguard-go exits a moment after its link goes; wait so the name can be reused.
+	for i in $(seq 1 50); do
+		[ -e "/var/run/wireguard/$name.sock" ] || return 0
+		[ "$i" = 50 ] || sleep 0.1
+	done
+	log "wireguard-go for $name did not exit"
+}
+
+sync_peers() {
+	touch "$ROLE_DIR/peers.conf" "$ROLE_DIR/peers.nft"
+	# The private key goes through a pipe; it is never written anywhere else.
+	{
+		printf '[Interface]\nPrivateKey = %s\nListenPort = %s\n\n' "$(cat "$ROLE_DIR/private.key")" "$LISTEN_PORT"
+		cat "$ROLE_DIR/peers.conf"
+	} | wg syncconf "$WG_IF" /dev/stdin
+}
+
+with_prefix() {
+	case $1 in
+	*/*) echo "$1" ;;
+	*:*) echo "$1/128" ;;
+	*) echo "$1/32" ;;
+	esac
+}
+
+# Routes for every peer's AllowedIPs, tagged with ROUTE_PROTO; stale ones are removed.
+sync_routes() {
+	local want have cidr
+	want=$(wg show "$WG_IF" allowed-ips | cut -f2 | tr ' ' '\n' | grep '/' | sort -u || true)
+	for cidr in $want; do
+		ip route replace "$cidr" dev "$WG_IF" proto "$ROUTE_PROTO"
+	done
+	have=$({ ip -4 route show dev "$WG_IF" proto "$ROUTE_PROTO"; ip -6 route show dev "$WG_IF" proto "$ROUTE_PROTO"; } | cut -d' ' -f1)
+	for cidr in $have; do
+		cidr=$(with_prefix "$cidr")
+		if ! grep -qxF "$cidr" <<<"$want"; then ip route delete "$cidr" dev "$WG_IF" proto "$ROUTE_PROTO"; fi
+	done
+}
+
+local_net_elements() {
+	local family=$1 set=$2 nets
+	nets=$(ip "-$family" route show table main proto kernel | awk -v wg="$WG_IF" '$2 == "dev" && $3 != wg && $1 !~ /^fe80:/ {print $1}' | sort -u | paste -sd, -)
+	if [ -n "$nets" ]; then echo "add element inet $TABLE $set { $nets }"; fi
+}
+
+# The whole table is replaced in one nft transaction, and only when its content changed.
+apply_firewall() {
+	local next="$ROLE_DIR/applied.nft.new"
+	{
+		echo "table inet $TABLE {}"
+		echo "delete table inet $TABLE"
+		cat "$ROLE_DIR/ruleset.nft"
+		local_net_elements 4 local_nets_v4
+		local_net_elements 6 local_nets_v6
+		cat "$ROLE_DIR/peers.nft"
+	} >"$next"
+	if nft list table inet "$TABLE" >/dev/null 2>&1 && cmp -s "$next" "$ROLE_DIR/applied.nft"; then
+		rm -f "$next"
+		return 0
+	fi
+	nft -f "$next"
+	mv -f "$next" "$ROLE_DIR/applied.nft"
+}
+
+# Images that filter with iptables (OCI ships REJECT in INPUT and FORWARD) would still
+# reject what our table accepts, because every base chain must accept. Insert tagged
+# ACCEPTs ahead of them, only where such a ruleset exists, and never touch their chains.
+legacy_rules() {
+	echo "INPUT -p udp --dport $LISTEN_PORT"
+	echo "FORWARD -i $WG_IF"
+	echo "FORWARD -o $WG_IF"
+}
+
+legacy_filters() {
+	"$1" -w -S "$2" 2>/dev/null | grep -q -e '^-A ' -e '^-P [A-Z]* DROP'
+}
+
+open_legacy_firewall() {
+	local tool rule
+	for tool in iptables ip6tables; do
+		command -v "$tool" >/dev/null 2>&1 || continue
+		while read -r -a rule; do
+			legacy_filters "$tool" "${rule[0]}" || continue
+			"$tool" -w -C "${rule[@]}" -m comment --comment "$LEGACY_TAG" -j ACCEPT 2>/dev/null ||
+				"$tool" -w -I "${rule[@]:0:1}" 1 "${rule[@]:1}" -m comment --comment "$LEGACY_TAG" -j ACCEPT
+		done < <(legacy_rules)
+	done
+}
+
+close_legacy_firewall() {
+	local tool rule
+	for tool in iptables ip6tables; do
+		command -v "$tool" >/dev/null 2>&1 || continue
+		while read -r -a rule; do
+			while "$tool" -w -C "${rule[@]}" -m comment --comment "$LEGACY_TAG" -j ACCEPT 2>/dev/null; do
+				"$tool" -w -D "${rule[@]}" -m comment --comment "$LEGACY_TAG" -j ACCEPT
+			done
+		done < <(legacy_rules)
+	done
+}
+
+up() {
+	enable_forwarding
+	ensure_link
+	ip link set dev "$WG_IF" mtu "$MTU"
+	ip -4 address replace "$ADDRESS_V4" dev "$WG_IF"
+	if [ -e /proc/sys/net/ipv6 ]; then ip -6 address replace "$ADDRESS_V6" dev "$WG_IF" nodad; fi
+	sync_peers
+	ip link set dev "$WG_IF" up
+	sync_routes
+	apply_firewall
+	open_legacy_firewall
+}
+
+down() {
+	close_legacy_firewall
+	if nft list table inet "$TABLE" >/dev/null 2>&1; then nft delete table inet "$TABLE"; fi
+	rm -f "$ROLE_DIR/applied.nft"
+	delete_link "$WG_IF"
+}
+
+install_unit() {
+	cat >"/etc/systemd/system/$UNIT" <<UNIT_EOF
+[Unit]
+Description=wgexit gateway (WireGuard exit, NAT and firewall)
+Wants=network-online.target
+After=network-online.target nftables.service netfilter-persistent.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=$ROLE_DIR/gateway.sh up
+ExecStop=$ROLE_DIR/gateway.sh down
+
+[Install]
+WantedBy=multi-user.target
+UNIT_EOF
+	systemctl daemon-reload
+	systemctl enable "$UNIT" >/dev/null 2>&1
+}
+
+install() {
+	install_packages
+	ensure_key
+	if has_systemd; then
+		install_unit
+		systemctl is-active --quiet "$UNIT" || systemctl start "$UNIT"
+	fi
+	# Without systemd (or when already active) converge directly; up is idempotent.
+	up
+	touch "$ROLE_DIR/ready"
+	cat "$ROLE_DIR/public.key"
+}
+
+remove() {
+	if has_systemd && [ -e "/etc/systemd/system/$UNIT" ]; then
+		systemctl disable --now "$UNIT" >/dev/null 2>&1 || true
+		rm -f "/etc/systemd/system/$UNIT"
+		systemctl daemon-reload
+	fi
+	down
+	local previous
+	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)
+	if [ -n "$previous" ]; then delete_link "$previous"; fi
+	restore_sysctl
+	rm -f "$SYSCTL_FILE"
+	rm -rf "$ROLE_DIR"
+	rmdir /etc/wgexit 2>/dev/null || true
+}
+
+[ "$(id -u)" = 0 ] || die "run as root"
+case "${1:-}" in
+install) install ;;
+up) up ;;
+down) down ;;
+remove) remove ;;
+public-key) cat "$ROLE_DIR/public.key" ;;
+*) die "usage: $0 install|up|down|remove|public-key" ;;
+esac

@@ -1,0 +1,113 @@
+// Runs the real program (index.ts) under Pulumi mocks and records what it registers.
+import { execFile } from "node:child_process";
+import * as path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+
+export interface Registration {
+    type: string;
+    name: string;
+    inputs: Record<string, unknown>;
+    outputs: Record<string, unknown>;
+    custom: boolean;
+}
+
+export const FAKE_GATEWAY_KEY = "R2F0ZXdheVB1YmxpY0tleUZvclRlc3RzT25seTAwMDA=";
+const REPO = path.join(__dirname, "..", "..");
+
+class RecordingMocks implements pulumi.runtime.Mocks {
+    readonly registrations: Registration[] = [];
+    readonly invokes: string[] = [];
+
+    newResource(args: pulumi.runtime.MockResourceArgs) {
+        const outputs: Record<string, unknown> = { ...args.inputs };
+        if (args.type === "command:remote:Command") {
+            outputs.stdout = args.name.endsWith("-install") ? `installed\n${FAKE_GATEWAY_KEY}\n` : "";
+            outputs.stderr = "";
+        }
+        if (args.type === "oci:Core/instance:Instance") outputs.publicIp = "198.51.100.10";
+        if (args.type === "oci:Core/vcn:Vcn") outputs.ipv6cidrBlocks = ["2603:c020:4000:aa00::/56"];
+        if (args.type === "ovh:CloudProject/instance:Instance") outputs.addresses = [{ ip: "198.51.100.20", version: 4 }, { ip: "2001:db8:51::20", version: 6 }];
+        this.registrations.push({ type: args.type, name: args.name, inputs: args.inputs, outputs, custom: args.custom ?? true });
+        return { id: args.custom ? `${args.name}-id` : undefined, state: outputs };
+    }
+
+    call(args: pulumi.runtime.MockCallArgs) {
+        this.invokes.push(args.token);
+        switch (args.token) {
+            case "oci:Identity/getAvailabilityDomains:getAvailabilityDomains":
+                return { availabilityDomains: [{ name: "Uocm:EU-FRANKFURT-1-AD-1" }, { name: "Uocm:EU-FRANKFURT-1-AD-2" }] };
+            case "oci:Core/getImages:getImages":
+                return { images: [{ id: "ocid1.image.minimal", displayName: "Canonical-Ubuntu-24.04-Minimal-aarch64" }, { id: "ocid1.image.full", displayName: "Canonical-Ubuntu-24.04-aarch64-2026.10.01-0" }] };
+            case "ovh:CloudProject/getImages:getImages":
+                return { images: [{ id: "img-2204", name: "Ubuntu 22.04" }, { id: "img-2404", name: "Ubuntu 24.04" }] };
+            case "ovh:CloudProject/getFlavors:getFlavors":
+                return { flavors: [{ id: "flv-b2", name: "b2-7" }, { id: "flv-d2", name: "d2-2" }] };
+            default:
+                throw new Error(`unmocked invoke ${args.token}`);
+        }
+    }
+}
+
+function promiseOf<T>(o: pulumi.Output<T>): Promise<T> {
+    return new Promise((resolve) => o.apply((v) => resolve(v)));
+}
+
+/** Clears the program's own modules so each run starts fresh. */
+function forgetProgramModules(): void {
+    for (const key of Object.keys(require.cache)) {
+        if (key.startsWith(REPO) && !key.includes("node_modules")) delete require.cache[key];
+    }
+}
+
+export interface ProgramRun {
+    registrations: Registration[];
+    invokes: string[];
+    outputs: Record<string, unknown>;
+}
+
+/** Runs the program once under RecordingMocks in this process (a process runs it once). */
+export async function runProgramHere(config: Record<string, unknown>, stack = "test"): Promise<ProgramRun> {
+    const mocks = new RecordingMocks();
+    pulumi.runtime.setAllConfig(
+        Object.fromEntries(Object.entries(config).map(([k, v]) => [`wgexit:${k}`, typeof v === "string" ? v : JSON.stringify(v)])),
+        ["wgexit:sshPrivateKey"],
+    );
+    await pulumi.runtime.setMocks(mocks, "wgexit", stack, false);
+    forgetProgramModules();
+    const program = require(path.join(REPO, "index")) as Record<string, unknown>;
+    const outputs: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(program)) outputs[k] = pulumi.Output.isInstance(v) ? await promiseOf(v as pulumi.Output<unknown>) : v;
+    const settings = require("@pulumi/pulumi/runtime/settings") as { waitForRPCs(): Promise<void> };
+    await settings.waitForRPCs();
+    return { registrations: mocks.registrations, invokes: mocks.invokes, outputs };
+}
+
+/**
+ * config: keys without the "wgexit:" prefix; non-strings are JSON-encoded like Pulumi does.
+ * Each run gets its own process: the Pulumi runtime keeps per-process state.
+ */
+export function runProgram(config: Record<string, unknown>, stack = "test"): Promise<ProgramRun> {
+    return new Promise((resolve, reject) => {
+        const child = execFile(process.execPath, ["--import", "tsx", path.join(__dirname, "runProgram.ts"), stack], { cwd: REPO, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+            if (err) return reject(new Error(`program run failed: ${err.message}\n${stderr}`));
+            resolve(JSON.parse(stdout) as ProgramRun);
+        });
+        child.stdin?.end(JSON.stringify(config));
+    });
+}
+
+export const TEST_SSH_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAtestonlynotakey\n-----END OPENSSH PRIVATE KEY-----";
+export const TEST_SSH_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly0000000000000000000 test@wgexit";
+export const PEER_KEY = "UGVlclB1YmxpY0tleUZvclRlc3RzT25seTAwMDAwMDA=";
+
+export function baseConfig(placement: "existing" | "oci" | "ovh"): Record<string, unknown> {
+    const common = {
+        placement,
+        adminCidrs: ["203.0.113.7/32"],
+        sshPrivateKey: TEST_SSH_PRIVATE_KEY,
+        peers: [{ name: "phone", publicKey: PEER_KEY, allowedIps: [] }],
+    };
+    if (placement === "existing") return { ...common, existing: { host: "198.51.100.10", user: "root" } };
+    if (placement === "oci") return { ...common, sshPublicKey: TEST_SSH_PUBLIC_KEY, oci: { compartmentId: "ocid1.compartment.oc1..aaaaexample" } };
+    return { ...common, sshPublicKey: TEST_SSH_PUBLIC_KEY, ovh: { serviceName: "0123456789abcdef0123456789abcdef", region: "GRA11" } };
+}

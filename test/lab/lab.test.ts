@@ -1,0 +1,51 @@
+// The lab inside npm test: the real program applied to the namespace world, then the
+// isolation and leak matrix. Needs Linux and root; elsewhere it skips, loudly.
+import * as assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { labUnsupportedReason } from "../../lab/cli";
+import { type Check, formatMatrix, gatewayScenario, Lab } from "../../lab/lab";
+
+const reason = labUnsupportedReason();
+if (reason) {
+    console.error(`\n!!! LAB SKIPPED: ${reason}. The end-to-end checks did NOT run. !!!\n`);
+}
+
+describe("lab", { skip: reason ? `LAB SKIPPED: ${reason}` : false }, () => {
+    let lab: Lab;
+    before(async () => {
+        lab = await Lab.start();
+    });
+    after(async () => {
+        if (!lab) return;
+        console.log(formatMatrix(lab.checks));
+        const left = await lab.destroy();
+        assert.deepEqual(left, [], "the lab leaves no namespace, process or file behind");
+    });
+
+    const assertGroup = (group: string) => {
+        const checks = lab.checks.filter((c: Check) => c.group === group);
+        assert.ok(checks.length > 5, `${group} ran`);
+        const failed = checks.filter((c) => !c.pass);
+        assert.deepEqual(failed.map((c) => `${c.name}: ${c.detail}`), [], `${group} failed checks`);
+    };
+
+    it("gateway on an existing host: egress, isolation, idempotence, clean destroy", async () => {
+        await gatewayScenario(lab, "existing");
+        assertGroup("gateway/existing");
+    });
+
+    it("gateway on OCI: the cloud-init payload runs, Oracle's iptables rules survive", async () => {
+        await gatewayScenario(lab, "oci");
+        assertGroup("gateway/oci");
+    });
+
+    it("a sabotaged forward rule makes the matrix fail (the checks can fail)", async () => {
+        const sabotage = new Lab(lab.world);
+        sabotage.peerPrivateKey = lab.peerPrivateKey;
+        sabotage.peerPublicKey = lab.peerPublicKey;
+        await gatewayScenario(sabotage, "existing", { sabotage: true });
+        const failed = sabotage.checks.filter((c) => !c.pass).map((c) => c.name);
+        assert.ok(failed.includes("forward to 169.254.169.254 dropped"), `expected the metadata check to fail, failed: ${failed.join(", ")}`);
+        assert.ok(failed.includes("forward to the gateway's private network dropped"));
+    });
+});

@@ -1,0 +1,123 @@
+// Config validation: every problem is reported at once, each naming its key and a fix.
+import * as assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ConfigError, parseStackConfig } from "../../components/config";
+import { baseConfig, PEER_KEY, TEST_SSH_PUBLIC_KEY } from "../helpers/program";
+
+const raw = (c: Record<string, unknown>) =>
+    Object.fromEntries(Object.entries(c).map(([k, v]) => [`wgexit:${k}`, typeof v === "string" ? v : JSON.stringify(v)]));
+
+function problemsOf(config: Record<string, unknown>): { key: string; message: string }[] {
+    try {
+        parseStackConfig(raw(config));
+    } catch (e) {
+        assert.ok(e instanceof ConfigError, String(e));
+        return e.problems;
+    }
+    return [];
+}
+
+const site = (over: Record<string, unknown> = {}) => ({
+    name: "home",
+    connection: { host: "192.168.1.10", user: "root" },
+    lanCidrs: ["192.168.1.0/24"],
+    networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24" }],
+    ...over,
+});
+
+describe("valid configs", () => {
+    for (const placement of ["existing", "oci", "ovh"] as const) {
+        it(`accepts the ${placement} example and fills defaults`, () => {
+            const cfg = parseStackConfig(raw(baseConfig(placement)));
+            assert.equal(cfg.placement, placement);
+            assert.equal(cfg.gateway.listenPort, 51820);
+            assert.equal(cfg.gateway.addressV4, "10.66.0.1");
+            assert.equal(cfg.tunnelPeers[0].addressV4, "10.66.0.2");
+        });
+    }
+    it("allocates stable tunnel addresses, honouring explicit hostIndex", () => {
+        const cfg = parseStackConfig(raw({ ...baseConfig("existing"), peers: [{ name: "nas", publicKey: PEER_KEY, hostIndex: 10 }, { name: "phone", publicKey: PEER_KEY }, { name: "tablet", publicKey: PEER_KEY, hostIndex: 2 }] }));
+        assert.deepEqual(
+            cfg.tunnelPeers.map((p) => [p.name, p.addressV4, p.addressV6]),
+            [["nas", "10.66.0.10", "fd66:66:66::a"], ["phone", "10.66.0.3", "fd66:66:66::3"], ["tablet", "10.66.0.2", "fd66:66:66::2"]],
+        );
+    });
+    it("allows world SSH only with the opt-in", () => {
+        assert.equal(problemsOf({ ...baseConfig("existing"), adminCidrs: ["0.0.0.0/0"], allowWorldSsh: true }).length, 0);
+    });
+});
+
+// [description, config, key that must be named, words the message must contain]
+const MALFORMED: [string, Record<string, unknown>, string, RegExp][] = [
+    ["unknown placement", { ...baseConfig("existing"), placement: "aws" }, "wgexit:placement", /one of "existing", "oci" or "ovh"/],
+    ["port out of range", { ...baseConfig("existing"), listenPort: 70000 }, "wgexit:listenPort", /out of range.*51820/],
+    ["port zero", { ...baseConfig("existing"), listenPort: 0 }, "wgexit:listenPort", /out of range/],
+    ["port not a number", { ...baseConfig("existing"), listenPort: "http" }, "wgexit:listenPort", /whole number/],
+    ["MTU below IPv6 minimum", { ...baseConfig("existing"), tunnelMtu: 1000 }, "wgexit:tunnelMtu", /1280/],
+    ["interface name too long", { ...baseConfig("existing"), wgInterface: "wireguard-exit-0" }, "wgexit:wgInterface", /1-15/],
+    ["interface name with slash", { ...baseConfig("existing"), wgInterface: "wg/0" }, "wgexit:wgInterface", /not valid.*"wg0"/],
+    ["shell metacharacters in interface", { ...baseConfig("existing"), wgInterface: "wg0;reboot" }, "wgexit:wgInterface", /shell metacharacters/],
+    ["shell metacharacters in host", { ...baseConfig("existing"), existing: { host: "$(curl evil)" } }, "wgexit:existing.host", /shell metacharacters/],
+    ["shell metacharacters in user", { ...baseConfig("existing"), existing: { host: "198.51.100.10", user: "root`id`" } }, "wgexit:existing.user", /shell metacharacters/],
+    ["shell metacharacters in bridge", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "br|x", cidr: "192.168.100.0/24" }] })] }, "wgexit:sites[0].networks[0].bridge", /shell metacharacters/],
+    ["shell metacharacters in CIDR", { ...baseConfig("existing"), tunnelCidr: "10.66.0.0/24;id" }, "wgexit:tunnelCidr", /shell metacharacters/],
+    ["public key too short", { ...baseConfig("existing"), peers: [{ name: "phone", publicKey: "abc=" }] }, "wgexit:peers[0].publicKey", /32 bytes of base64/],
+    ["public key is 33 bytes", { ...baseConfig("existing"), peers: [{ name: "phone", publicKey: Buffer.alloc(33, 1).toString("base64") }] }, "wgexit:peers[0].publicKey", /wg genkey \| wg pubkey/],
+    ["tunnel and guest subnets overlap", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "10.66.0.0/25" }] })] }, "wgexit:sites[0].networks[0].cidr", /overlaps wgexit:tunnelCidr/],
+    ["guest and LAN subnets overlap", { ...baseConfig("existing"), sites: [site({ lanCidrs: ["192.168.0.0/16"] })] }, "wgexit:sites[0].networks[0].cidr", /overlaps wgexit:sites\[0\].lanCidrs\[0\]/],
+    ["two sites share a guest subnet", { ...baseConfig("existing"), sites: [site(), site({ name: "office", lanCidrs: [] })] }, "wgexit:sites[1].networks[0].cidr", /overlaps/],
+    ["peer subnet overlaps the tunnel", { ...baseConfig("existing"), peers: [{ name: "phone", publicKey: PEER_KEY, allowedIps: ["10.66.0.128/25"] }] }, "wgexit:peers[0].allowedIps[0]", /overlaps/],
+    ["CIDR with host bits", { ...baseConfig("existing"), tunnelCidr: "10.66.0.5/24" }, "wgexit:tunnelCidr", /host bits.*10\.66\.0\.0\/24/],
+    ["IPv6 where IPv4 is needed", { ...baseConfig("existing"), tunnelCidr: "fd00::/64" }, "wgexit:tunnelCidr", /IPv4 CIDR/],
+    ["tunnel too small", { ...baseConfig("existing"), tunnelCidr: "10.66.0.0/30" }, "wgexit:tunnelCidr", /too small/],
+    ["missing OCI compartment", { ...baseConfig("oci"), oci: {} }, "wgexit:oci.compartmentId", /compartment|string/],
+    ["missing OCI object", { ...baseConfig("oci"), oci: undefined }, "wgexit:oci", /required when placement is "oci"/],
+    ["malformed OCI compartment", { ...baseConfig("oci"), oci: { compartmentId: "my-compartment" } }, "wgexit:oci.compartmentId", /OCID/],
+    ["missing OVH region", { ...baseConfig("ovh"), ovh: { serviceName: "0123456789abcdef0123456789abcdef" } }, "wgexit:ovh.region", /string|region/],
+    ["bad OVH project id", { ...baseConfig("ovh"), ovh: { serviceName: "my-project", region: "GRA11" } }, "wgexit:ovh.serviceName", /32 hex/],
+    ["missing existing host", { ...baseConfig("existing"), existing: undefined }, "wgexit:existing", /required when placement is "existing"/],
+    ["world SSH without opt-in", { ...baseConfig("existing"), adminCidrs: ["0.0.0.0/0"] }, "wgexit:adminCidrs[0]", /allowWorldSsh: true/],
+    ["world SSH over IPv6 without opt-in", { ...baseConfig("existing"), adminCidrs: ["::/0"] }, "wgexit:adminCidrs[0]", /whole internet/],
+    ["no admin CIDRs", { ...baseConfig("existing"), adminCidrs: undefined }, "wgexit:adminCidrs", /required/],
+    ["no SSH private key", { ...baseConfig("existing"), sshPrivateKey: undefined }, "wgexit:sshPrivateKey", /pulumi config set --secret/],
+    ["SSH public key missing on OCI", { ...baseConfig("oci"), sshPublicKey: undefined }, "wgexit:sshPublicKey", /required/],
+    ["SSH public key malformed", { ...baseConfig("oci"), sshPublicKey: "AAAA" }, "wgexit:sshPublicKey", /OpenSSH public key/],
+    ["unknown config key", { ...baseConfig("existing"), listenport: 51820 }, "wgexit:listenport", /not a known key/],
+    ["unknown field in a site", { ...baseConfig("existing"), sites: [site({ bridgee: "x" })] }, "wgexit:sites[0]", /unknown field\(s\) bridgee/],
+    ["duplicate peer names", { ...baseConfig("existing"), peers: [{ name: "phone", publicKey: PEER_KEY }, { name: "phone", publicKey: PEER_KEY }] }, "wgexit:peers[1].name", /unique/],
+    ["duplicate hostIndex", { ...baseConfig("existing"), peers: [{ name: "a", publicKey: PEER_KEY, hostIndex: 5 }, { name: "b", publicKey: PEER_KEY, hostIndex: 5 }] }, "wgexit:peers[1].hostIndex", /already used/],
+    ["hostIndex outside the tunnel", { ...baseConfig("existing"), peers: [{ name: "a", publicKey: PEER_KEY, hostIndex: 300 }] }, "wgexit:peers[0].hostIndex", /does not fit/],
+    ["canReach names nobody", { ...baseConfig("existing"), peers: [{ name: "a", publicKey: PEER_KEY, canReach: ["nas"] }] }, "wgexit:peers[0].canReach[0]", /not a site or peer name/],
+    ["site without networks", { ...baseConfig("existing"), sites: [site({ networks: [] })] }, "wgexit:sites[0].networks", /at least one/],
+    ["bridge equals the tunnel interface", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "wgexit0", cidr: "192.168.100.0/24" }] })] }, "wgexit:sites[0].networks[0].bridge", /wgInterface/],
+    ["guest MAC outside the QEMU range", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests: [{ name: "web", mac: "00:11:22:33:44:55" }] }] })] }, "wgexit:sites[0].networks[0].guests[0].mac", /52:54:00/],
+    ["OCI VCN overlaps the tunnel", { ...baseConfig("oci"), oci: { compartmentId: "ocid1.compartment.oc1..aaaaexample", vcnCidr: "10.0.0.0/8" }, tunnelCidr: "10.66.0.0/24" }, "wgexit:oci.vcnCidr", /overlaps/],
+    ["KVM sites before KvmSite ships", { ...baseConfig("existing"), sites: [site()] }, "wgexit:sites", /not supported by this version yet/],
+    ["sites is not a list", { ...baseConfig("existing"), sites: { name: "home" } }, "wgexit:sites", /list of sites/],
+];
+
+describe("malformed configs", () => {
+    it(`covers at least 25 cases (has ${MALFORMED.length})`, () => assert.ok(MALFORMED.length >= 25));
+    for (const [what, config, key, words] of MALFORMED) {
+        it(`rejects: ${what}`, () => {
+            const problems = problemsOf(config);
+            const hit = problems.find((p) => p.key === key);
+            assert.ok(hit, `expected a problem for ${key}, got:\n${problems.map((p) => `${p.key}: ${p.message}`).join("\n")}`);
+            assert.match(hit.message, words);
+        });
+    }
+    it("reports every problem at once", () => {
+        const problems = problemsOf({ ...baseConfig("existing"), listenPort: 0, wgInterface: "x;y", tunnelCidr: "10.66.0.5/24", adminCidrs: ["0.0.0.0/0"] });
+        const keys = problems.map((p) => p.key);
+        for (const k of ["wgexit:listenPort", "wgexit:wgInterface", "wgexit:tunnelCidr", "wgexit:adminCidrs[0]"]) assert.ok(keys.includes(k), `${k} missing from ${keys}`);
+    });
+    it("says that nothing was created, and lists each key with its fix", () => {
+        try {
+            parseStackConfig(raw({ ...baseConfig("oci"), sshPublicKey: TEST_SSH_PUBLIC_KEY, listenPort: 99999 }));
+            assert.fail("expected an error");
+        } catch (e) {
+            assert.match((e as Error).message, /nothing was created/);
+            assert.match((e as Error).message, /- wgexit:listenPort: .*for example 51820/);
+        }
+    });
+});

@@ -1,0 +1,65 @@
+// README "Config reference", Pulumi.yaml and the validator describe the same keys.
+import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { describe, it } from "node:test";
+import { parse as parseYaml } from "yaml";
+import { CONFIG_KEYS, ConfigError, parseStackConfig, projectDeclarations } from "../../components/config";
+
+const REPO = path.join(__dirname, "..", "..");
+const readme = fs.readFileSync(path.join(REPO, "README.md"), "utf8");
+
+function referenceTable(): Map<string, string> {
+    const section = readme.slice(readme.indexOf("## Config reference"), readme.indexOf("\n## ", readme.indexOf("## Config reference") + 5));
+    const rows = new Map<string, string>();
+    for (const m of section.matchAll(/^\| `([A-Za-z0-9]+)` \| ([a-z]+)/gm)) rows.set(m[1], m[2]);
+    return rows;
+}
+
+describe("docs and declarations", () => {
+    const declarations = projectDeclarations();
+
+    it("Pulumi.yaml declares exactly the keys the validator reads", () => {
+        assert.deepEqual(Object.keys(declarations).sort(), [...CONFIG_KEYS].sort());
+    });
+
+    it("every declaration has a type and a description", () => {
+        for (const [key, d] of Object.entries(declarations)) {
+            assert.ok(["string", "integer", "boolean", "array", "object"].includes(d.type), `${key} type`);
+            assert.ok(d.description && d.description.length > 10, `${key} description`);
+        }
+    });
+
+    it("README's config reference lists the same keys with the same types", () => {
+        const table = referenceTable();
+        assert.deepEqual([...table.keys()].sort(), Object.keys(declarations).sort());
+        for (const [key, type] of table) assert.equal(type, declarations[key].type, `README type of ${key}`);
+    });
+
+    it("README states the two commands", () => {
+        assert.match(readme, /^pulumi up\s+#/m);
+        assert.match(readme, /^npm test\s+#/m);
+    });
+
+    for (const stackFile of ["Pulumi.dev.yaml", "Pulumi.lab.yaml"]) {
+        it(`${stackFile} uses only declared keys`, () => {
+            const stack = parseYaml(fs.readFileSync(path.join(REPO, stackFile), "utf8")) as { config: Record<string, unknown> };
+            for (const key of Object.keys(stack.config)) {
+                if (!key.startsWith("wgexit:")) continue;
+                assert.ok(CONFIG_KEYS.includes(key.slice(7) as never), `${stackFile}: ${key}`);
+            }
+        });
+    }
+
+    it("Pulumi.dev.yaml fails only on its placeholders", () => {
+        const stack = parseYaml(fs.readFileSync(path.join(REPO, "Pulumi.dev.yaml"), "utf8")) as { config: Record<string, unknown> };
+        const raw = Object.fromEntries(Object.entries(stack.config).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
+        try {
+            parseStackConfig(raw);
+            assert.fail("placeholders should not validate");
+        } catch (e) {
+            assert.ok(e instanceof ConfigError);
+            for (const p of e.problems) assert.match(p.key, /compartmentId|adminCidrs|sshPublicKey|sshPrivateKey|publicKey/, `${p.key}: ${p.message}`);
+        }
+    });
+});
