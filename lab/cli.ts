@@ -51,6 +51,12 @@ async function main(): Promise<number> {
     if (args.has("--keep")) {
         console.log(formatMatrix(lab.checks));
         console.log(`\nThe world is kept. Shells:\n${Object.entries(lab.world.m.namespaces).map(([r, ns]) => `  ${r.padEnd(6)} sudo ip netns exec ${ns} bash`).join("\n")}`);
+        console.log(`\nTo apply with a real Pulumi CLI from the operator's machine (the lab's engine already did):`);
+        console.log(`  sudo ip netns exec ${lab.world.ns("ctl")} bash`);
+        console.log(`  pulumi stack select lab   # or: pulumi stack init lab`);
+        console.log(`  pulumi config set --secret sshPrivateKey < ${lab.world.sshKeyFile}`);
+        console.log(`  pulumi config set --path 'peers[0].publicKey' ${lab.peerPublicKey}`);
+        console.log(`  pulumi up -s lab`);
         console.log(`Remove it with: sudo npm run lab -- --down`);
         return lab.checks.some((c) => !c.pass) ? 1 : 0;
     }

@@ -187,6 +187,21 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
 
     const again = await lab.apply(overrides);
     lab.record(group, "second apply executes nothing", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+
+    // A new peer is applied in place: only the peers step runs, and the tunnel is not restarted.
+    const tunnelId = async () => (await w.hostExec("cloud", "cat /sys/class/net/wg0/ifindex; wg show wg0 listen-port")).stdout.trim();
+    const idBefore = await tunnelId();
+    const extraKey = (await run(["wg", "pubkey"], { input: (await run(["wg", "genkey"])).stdout })).stdout.trim();
+    const withExtra = { ...overrides, peers: [...(lab.baseOverrides().peers as object[]), { name: "extra", publicKey: extraKey, allowedIps: ["192.168.201.0/24"] }] };
+    const added = await lab.apply(withExtra);
+    const peersNow = await w.hostExec("cloud", "wg show wg0 peers | wc -l; ip route show dev wg0 proto 77 | grep -c 192.168.201.0/24 || true");
+    const onlyPeers = (r: typeof added) => r.executions.length > 0 && r.executions.every((e) => e.key.endsWith("::gateway-peers") && e.action === "update");
+    lab.record(group, "adding a peer runs only the peers step, as an update", onlyPeers(added), added.executions.map((e) => `${e.action} ${e.key}`).join(", "));
+    lab.record(group, "the added peer and its route are live", peersNow.stdout.split("\n")[0] === "2" && peersNow.stdout.split("\n")[1] === "1", peersNow.stdout.replace(/\n/g, " "));
+    const removed = await lab.apply(overrides);
+    const peersAfter = await w.hostExec("cloud", "wg show wg0 peers | wc -l; ip route show dev wg0 proto 77 | grep -c 192.168.201.0/24 || true");
+    lab.record(group, "removing the peer removes it and its route", onlyPeers(removed) && peersAfter.stdout.split("\n")[0] === "1" && peersAfter.stdout.split("\n")[1] === "0", peersAfter.stdout.replace(/\n/g, " "));
+    lab.record(group, "peer changes never restart the tunnel", (await tunnelId()) === idBefore, idBefore.replace(/\n/g, " "));
     const rules1 = await w.hostExec("cloud", "nft list ruleset");
     await w.hostExec("cloud", "/etc/wgexit/gateway/gateway.sh install >/dev/null");
     const rules2 = await w.hostExec("cloud", "nft list ruleset");

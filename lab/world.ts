@@ -172,6 +172,7 @@ EOF`);
             `--address=/example.test/${LAB.server.v4}`, `--address=/example.test/${LAB.server.v6}`,
             "--log-queries", `--log-facility=${path.join(this.root, "resolver.log")}`,
         ]);
+        this.daemon("srv-iperf3", "srv", ["iperf3", "--server", "--bind", LAB.server.v4, "--port", "5201"]);
         this.daemon("vcn-metadata", "vcn", [PYTHON, path.join(__dirname, "echo_server.py"), this.logPath("vcn-metadata-clients"), "80", LAB.metadata, LAB.cloudPrivate.neighbour]);
         this.daemon("lan-listener", "lan", [PYTHON, path.join(__dirname, "echo_server.py"), this.logPath("lan-clients"), "80", LAB.lanDevice.v4, LAB.lanDevice.v6]);
 

@@ -22,21 +22,22 @@ describe("lab", { skip: reason ? `LAB SKIPPED: ${reason}` : false }, () => {
         assert.deepEqual(left, [], "the lab leaves no namespace, process or file behind");
     });
 
-    const assertGroup = (group: string) => {
+    const assertGroup = async (group: string) => {
         const checks = lab.checks.filter((c: Check) => c.group === group);
         assert.ok(checks.length > 5, `${group} ran`);
         const failed = checks.filter((c) => !c.pass);
+        if (failed.length) console.error(await lab.world.debugDump());
         assert.deepEqual(failed.map((c) => `${c.name}: ${c.detail}`), [], `${group} failed checks`);
     };
 
     it("gateway on an existing host: egress, isolation, idempotence, clean destroy", async () => {
         await gatewayScenario(lab, "existing");
-        assertGroup("gateway/existing");
+        await assertGroup("gateway/existing");
     });
 
     it("gateway on OCI: the cloud-init payload runs, Oracle's iptables rules survive", async () => {
         await gatewayScenario(lab, "oci");
-        assertGroup("gateway/oci");
+        await assertGroup("gateway/oci");
     });
 
     it("a sabotaged forward rule makes the matrix fail (the checks can fail)", async () => {
