@@ -47,21 +47,29 @@ uplink() {
 	ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}'
 }
 
-# Forwarding on; IPv6 forwarding would make the uplink ignore router advertisements,
-# so it keeps accepting them (accept_ra=2). Prior values are saved once and restored by remove.
+# Forwarding on. IPv6 forwarding makes the kernel ignore router advertisements, so an
+# uplink that relies on them (accept_ra=1) keeps them with accept_ra=2; hosts whose network
+# daemon handles RAs itself (accept_ra=0) are left alone. Prior values are saved once and
+# restored by remove.
 enable_forwarding() {
-	local up keys=(net.ipv4.ip_forward net.ipv6.conf.all.forwarding) key
-	up=$(uplink)
-	if [ -n "$up" ] && [ -e "/proc/sys/net/ipv6/conf/$up/accept_ra" ]; then keys+=("net.ipv6.conf.$up.accept_ra"); fi
+	local up key i
+	local -a keys=(net.ipv4.ip_forward) wanted=(1)
+	if [ -e /proc/sys/net/ipv6 ]; then
+		keys+=(net.ipv6.conf.all.forwarding)
+		wanted+=(1)
+		up=$(uplink)
+		if [ -n "$up" ] && [ "$(cat "/proc/sys/net/ipv6/conf/$up/accept_ra" 2>/dev/null)" = 1 ]; then
+			keys+=("net.ipv6.conf.$up.accept_ra")
+			wanted+=(2)
+		fi
+	fi
 	if [ ! -e "$ROLE_DIR/sysctl.saved" ]; then
 		for key in "${keys[@]}"; do printf '%s = %s\n' "$key" "$(sysctl -n "$key")"; done >"$ROLE_DIR/sysctl.saved.new"
 		mv -f "$ROLE_DIR/sysctl.saved.new" "$ROLE_DIR/sysctl.saved"
 	fi
 	{
 		echo "# wgexit gateway: route and NAT tunnel traffic"
-		echo "net.ipv4.ip_forward = 1"
-		echo "net.ipv6.conf.all.forwarding = 1"
-		if [ "${#keys[@]}" -gt 2 ]; then echo "${keys[2]} = 2"; fi
+		for i in "${!keys[@]}"; do echo "${keys[$i]} = ${wanted[$i]}"; done
 	} >"$SYSCTL_FILE"
 	sysctl -q -p "$SYSCTL_FILE" >/dev/null
 }
