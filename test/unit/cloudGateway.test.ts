@@ -46,7 +46,7 @@ describe("gateway renderers", () => {
         const script = renderGatewayScript(settings);
         assert.match(script, /MTU='1420'/);
         assert.match(script, /ip link set dev "\$WG_IF" mtu "\$MTU"/);
-        assert.match(script, /net.ipv4.ip_forward = 1/);
+        assert.match(script, /keys=\(net.ipv4.ip_forward\) wanted=\(1\)/);
         assert.match(script, /umask 077 && wg genkey/);
         assert.doesNotMatch(script, /PrivateKey = [A-Za-z0-9+/]{43}=/);
     });
