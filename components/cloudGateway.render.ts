@@ -2,6 +2,7 @@
 // its peer files and the cloud-init payload that delivers the same script.
 // Everything here is a function of plain values, so it is snapshot-tested.
 import { stringify as toYaml } from "yaml";
+import type { StackConfig } from "./config";
 import { parseCidr } from "./net";
 import { assignments, deliverAndRun, type FileToWrite, runIfPresent, shq } from "./shell";
 
@@ -12,17 +13,8 @@ export const GATEWAY_TABLE = "wgexit_gateway";
 /** Routes the gateway installs carry this protocol number, so it can find and remove exactly its own. */
 export const ROUTE_PROTO = 77;
 
-export interface GatewaySettings {
-    wgInterface: string;
-    listenPort: number;
-    tunnelMtu: number;
-    tunnelCidr: string;
-    tunnelCidrV6: string;
-    addressV4: string;
-    addressV6: string;
-    adminCidrs: string[];
-    sshPort: number;
-}
+/** The validated gateway config, plus the SSH port the input chain must leave open. */
+export type GatewaySettings = Omit<StackConfig["gateway"], "allowWorldSsh"> & { sshPort: number };
 
 export interface GatewayPeer {
     name: string;
