@@ -351,23 +351,23 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
 
     const v = values as Partial<{ [K in ConfigKey]: z.output<(typeof KEY_SCHEMAS)[K]> }>;
     const placement = v.placement;
-    const require = (key: ConfigKey, why: string, example: string) => {
+    const requireKey = (key: ConfigKey, why: string, example: string) => {
         if (v[key] === undefined && !problems.some((p) => p.key.startsWith(`${PROJECT}:${key}`))) {
             problems.push({ key: `${PROJECT}:${key}`, message: `is required ${why}; for example ${example}` });
         }
     };
 
-    require("placement", "", '"existing"');
-    require("adminCidrs", "so the gateway knows who may reach SSH (the program itself applies peers over SSH)", '["203.0.113.7/32"]');
-    require("sshPrivateKey", "so the program can reach the hosts", "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`");
-    if (placement === "existing") require("existing", 'when placement is "existing"', '{host: "198.51.100.10", user: "root"}');
+    requireKey("placement", "to choose where the gateway runs", '"existing"');
+    requireKey("adminCidrs", "so the gateway knows who may reach SSH (the program itself applies peers over SSH)", '["203.0.113.7/32"]');
+    requireKey("sshPrivateKey", "so the program can reach the hosts", "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`");
+    if (placement === "existing") requireKey("existing", 'when placement is "existing"', '{host: "198.51.100.10", user: "root"}');
     if (placement === "oci") {
-        require("oci", 'when placement is "oci"', '{compartmentId: "ocid1.compartment.oc1..aaaa"}');
-        require("sshPublicKey", "to log in to the new instance", '"ssh-ed25519 AAAA... you@laptop"');
+        requireKey("oci", 'when placement is "oci"', '{compartmentId: "ocid1.compartment.oc1..aaaa"}');
+        requireKey("sshPublicKey", "to log in to the new instance", '"ssh-ed25519 AAAA... you@laptop"');
     }
     if (placement === "ovh") {
-        require("ovh", 'when placement is "ovh"', '{serviceName: "0123456789abcdef0123456789abcdef", region: "GRA11"}');
-        require("sshPublicKey", "to log in to the new instance", '"ssh-ed25519 AAAA... you@laptop"');
+        requireKey("ovh", 'when placement is "ovh"', '{serviceName: "0123456789abcdef0123456789abcdef", region: "GRA11"}');
+        requireKey("sshPublicKey", "to log in to the new instance", '"ssh-ed25519 AAAA... you@laptop"');
     }
 
     // World-open SSH needs an explicit opt-in.

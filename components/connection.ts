@@ -34,8 +34,6 @@ export interface HostStepArgs {
     delete?: pulumi.Input<string>;
     /** A change replaces the step (delete, then create). */
     triggers?: pulumi.Input<unknown>[];
-    /** The step's output is a secret, or may contain one: keep it out of logs. */
-    quiet?: boolean;
 }
 
 /** One idempotent host change with its matching delete. */
@@ -50,7 +48,8 @@ export function hostStep(name: string, args: HostStepArgs, opts: pulumi.CustomRe
             triggers: args.triggers,
             // Values reach the host inside the command text; sshd usually refuses Setenv.
             addPreviousOutputInEnv: false,
-            logging: args.quiet ? "none" : "stdoutAndStderr",
+            // No step prints a secret: keys stay on the hosts, only public keys are printed.
+            logging: "stdoutAndStderr",
         },
         { deleteBeforeReplace: true, ...opts },
     );

@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
 import type { ApplyJob, ApplyResult } from "./apply";
-import { inNs, run, sleep, waitFor } from "./exec";
+import { inNs, run, waitFor } from "./exec";
 import { LAB, LabWorld } from "./world";
 
 export interface Check {
@@ -211,7 +211,6 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     const after = await w.hostSnapshot("cloud");
     lab.record(group, "destroy leaves the host as it was", before === after, before === after ? "identical" : diffLines(before, after));
     if (placement === "oci") await w.hostExec("cloud", "iptables-restore <<'EOF'\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\nEOF\nnft delete table ip filter");
-    await sleep(10);
 }
 
 export function diffLines(a: string, b: string): string {
