@@ -78,7 +78,7 @@ restore_sysctl() {
 	local key _eq value
 	[ -e "$ROLE_DIR/sysctl.saved" ] || return 0
 	while read -r key _eq value; do
-		[ -e "/proc/sys/${key//.//}" ] && sysctl -q -w "$key=$value" >/dev/null
+		if [ -e "/proc/sys/${key//.//}" ]; then sysctl -q -w "$key=$value" >/dev/null; fi
 	done <"$ROLE_DIR/sysctl.saved"
 }
 
