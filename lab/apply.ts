@@ -3,11 +3,10 @@
 // Runs index.ts under the lab engine (or, with destroy, deletes everything in state)
 // and writes what it executed to the job's result file.
 import * as fs from "node:fs";
-import * as path from "node:path";
-import * as pulumi from "@pulumi/pulumi";
 import { cloudInitAsScript } from "./cloudinit";
 import { type EngineHooks, LabEngine, sshVia } from "./engine";
 import { run } from "./exec";
+import { runProgramUnderMocks } from "./mocked";
 
 export interface ApplyJob {
     stack: string;
@@ -31,10 +30,6 @@ export interface ApplyResult {
     wallMs: number;
 }
 
-function promiseOf<T>(o: pulumi.Output<T>): Promise<T> {
-    return new Promise((resolve) => o.apply((v) => resolve(v)));
-}
-
 async function main(): Promise<void> {
     const job = JSON.parse(fs.readFileSync(process.argv[2], "utf8")) as ApplyJob;
     const started = Date.now();
@@ -55,36 +50,17 @@ async function main(): Promise<void> {
         },
     };
     const engine = new LabEngine(job.stateFile, hooks);
-    const outputs: Record<string, unknown> = {};
-    process.on("unhandledRejection", (e) => engine.failures.push(`unhandled: ${(e as Error)?.message ?? e}`));
+    let outputs: Record<string, unknown> = {};
+    process.on("unhandledRejection", (e) => engine.fail(`unhandled: ${(e as Error)?.message ?? e}`));
 
     if (job.destroy) {
         await engine.finish(true);
     } else {
-        pulumi.runtime.setAllConfig(job.config, job.secretKeys);
-        await pulumi.runtime.setMocks(engine, "wgexit", job.stack, false);
         try {
-            const program = (await import(path.join(__dirname, "..", "index"))) as Record<string, unknown>;
-            const failed = new Promise<void>((resolve) => {
-                const timer = setInterval(() => {
-                    if (engine.failures.length) {
-                        clearInterval(timer);
-                        resolve();
-                    }
-                }, 100);
-                timer.unref();
-            });
-            const exports = Promise.all(
-                Object.entries(program).map(async ([k, v]) => {
-                    outputs[k] = pulumi.Output.isInstance(v) ? await promiseOf(v as pulumi.Output<unknown>) : v;
-                }),
-            );
-            await Promise.race([exports, failed]);
-            const settings = require("@pulumi/pulumi/runtime/settings") as { waitForRPCs(): Promise<void> };
-            await Promise.race([settings.waitForRPCs(), failed]);
+            outputs = await runProgramUnderMocks(engine, job.config, { stack: job.stack, secretKeys: job.secretKeys, abort: engine.failed });
             if (!engine.failures.length) await engine.finish(false);
         } catch (e) {
-            engine.failures.push((e as Error).message);
+            engine.fail((e as Error).message);
         }
     }
     const result: ApplyResult = { executions: engine.executions, failures: engine.failures, outputs, resourceCount: engine.resourceCount, wallMs: Date.now() - started };

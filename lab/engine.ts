@@ -77,6 +77,11 @@ const stable = (v: unknown) => JSON.stringify(v ?? null);
 export class LabEngine implements pulumi.runtime.Mocks {
     readonly executions: Execution[] = [];
     readonly failures: string[] = [];
+    private onFailure: () => void = () => undefined;
+    /** Settles at the first failure. */
+    readonly failed = new Promise<void>((resolve) => {
+        this.onFailure = resolve;
+    });
     private readonly seen = new Set<string>();
     private readonly state: EngineState;
 
@@ -85,6 +90,11 @@ export class LabEngine implements pulumi.runtime.Mocks {
         private readonly hooks: EngineHooks,
     ) {
         this.state = fs.existsSync(stateFile) ? (JSON.parse(fs.readFileSync(stateFile, "utf8")) as EngineState) : { seq: 0, resources: [] };
+    }
+
+    fail(message: string): void {
+        this.failures.push(message);
+        this.onFailure();
     }
 
     private find(key: string): StateEntry | undefined {
@@ -142,7 +152,7 @@ export class LabEngine implements pulumi.runtime.Mocks {
             const entry = await this.apply(key, args.type, args.name, inputs);
             return { id: entry.id, state: entry.outputs };
         } catch (e) {
-            this.failures.push(`${key}: ${(e as Error).message}`);
+            this.fail(`${key}: ${(e as Error).message}`);
             throw e;
         }
     }
@@ -212,7 +222,7 @@ export class LabEngine implements pulumi.runtime.Mocks {
             try {
                 await this.timed("delete", entry.key, () => this.deleteEntry(entry));
             } catch (e) {
-                this.failures.push(`delete ${entry.key}: ${(e as Error).message}`);
+                this.fail(`delete ${entry.key}: ${(e as Error).message}`);
                 return; // stop: later deletes may depend on this one
             }
         }

@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
 import type { ApplyJob, ApplyResult } from "./apply";
 import { inNs, run, waitFor } from "./exec";
+import { encodeConfig } from "./mocked";
 import { LAB, LabWorld } from "./world";
 
 export interface Check {
@@ -19,11 +20,14 @@ export type Overrides = Record<string, unknown>;
 
 const REPO = path.join(__dirname, "..");
 
-/** Pulumi.lab.yaml as "wgexit:key" → raw string, the way Pulumi hands config to a program. */
-export function labStackConfig(overrides: Overrides): Record<string, string> {
-    const file = parseYaml(fs.readFileSync(path.join(REPO, "Pulumi.lab.yaml"), "utf8")) as { config: Record<string, unknown> };
-    const merged = { ...file.config, ...Object.fromEntries(Object.entries(overrides).map(([k, v]) => [`wgexit:${k}`, v])) };
-    return Object.fromEntries(Object.entries(merged).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
+/** The committed lab stack's config ("wgexit:key" → value). */
+function labStackFile(): Record<string, unknown> {
+    return (parseYaml(fs.readFileSync(path.join(REPO, "Pulumi.lab.yaml"), "utf8")) as { config: Record<string, unknown> }).config;
+}
+
+/** Pulumi.lab.yaml plus overrides, as raw strings, the way Pulumi hands config to a program. */
+export function labStackConfig(overrides: Overrides, file = labStackFile()): Record<string, string> {
+    return { ...encodeConfig(file), ...encodeConfig(overrides, "wgexit:") };
 }
 
 export class Lab {
@@ -47,9 +51,8 @@ export class Lab {
     }
 
     /** The config overrides every lab stack needs: this run's keys. */
-    baseOverrides(): Overrides {
-        const file = parseYaml(fs.readFileSync(path.join(REPO, "Pulumi.lab.yaml"), "utf8")) as { config: Record<string, unknown> };
-        const peers = (file.config["wgexit:peers"] as Record<string, unknown>[]).map((p) => (p.name === "labpeer" ? { ...p, publicKey: this.peerPublicKey } : p));
+    baseOverrides(file = labStackFile()): Overrides {
+        const peers = (file["wgexit:peers"] as Record<string, unknown>[]).map((p) => (p.name === "labpeer" ? { ...p, publicKey: this.peerPublicKey } : p));
         return { sshPrivateKey: fs.readFileSync(this.world.sshKeyFile, "utf8"), peers };
     }
 
@@ -65,9 +68,10 @@ export class Lab {
     /** One `pulumi up` (or destroy) of the lab stack, in a fresh process. */
     async apply(overrides: Overrides, destroy = false): Promise<ApplyResult> {
         const n = ++this.applyCount;
+        const stackFile = labStackFile();
         const job: ApplyJob = {
             stack: "lab",
-            config: labStackConfig({ ...this.baseOverrides(), ...overrides }),
+            config: labStackConfig({ ...this.baseOverrides(stackFile), ...overrides }, stackFile),
             secretKeys: ["wgexit:sshPrivateKey"],
             stateFile: this.stateFile,
             resultFile: path.join(this.world.root, `apply-${n}.result.json`),
@@ -144,6 +148,11 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     const overrides = placement === "oci" ? lab.ociOverrides() : {};
     if (placement === "oci") await w.hostExec("cloud", `iptables-restore <<'EOF'\n${OCI_STOCK_IPTABLES}\nEOF`);
     const before = await w.hostSnapshot("cloud");
+    const sshPortState = async (from: "peer" | "ctl") =>
+        (await inNs(w.ns(from), `timeout 3 bash -c '</dev/tcp/${LAB.cloudPublic.v4}/22' && echo open || echo closed`, { allowFail: true })).stdout.trim();
+    // "<peers on wg0> <routes to the extra peer's subnet>"
+    const peersAndExtraRoute = async () =>
+        (await w.hostExec("cloud", "echo $(wg show wg0 peers | wc -l) $(ip route show dev wg0 proto 77 | grep -c 192.168.201.0/24)")).stdout.trim();
 
     const applied = await lab.apply(overrides);
     const outputs = applied.outputs as { gatewayPublicKey: string; gatewayEndpoint: string };
@@ -173,10 +182,10 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
         lab.record(group, "forward to the gateway's private network dropped", neighbour === undefined && arrived.length === 0, `answer ${neighbour ?? "none"}, neighbour saw ${arrived.length} connections`);
         const tunnelSsh = await lab.httpFrom("peer", LAB.testPeer.subnetHost, "telnet://10.66.0.1:22", 2);
         lab.record(group, "peer cannot reach the gateway's SSH through the tunnel", tunnelSsh === undefined, tunnelSsh === undefined ? "no answer" : "SSH answered");
-        const worldSsh = await inNs(w.ns("peer"), `timeout 3 bash -c '</dev/tcp/${LAB.cloudPublic.v4}/22' && echo open || echo closed`, { allowFail: true });
-        lab.record(group, "SSH closed to non-admin addresses", worldSsh.stdout.trim() === "closed", worldSsh.stdout.trim());
-        const adminSsh = await inNs(w.ns("ctl"), `timeout 3 bash -c '</dev/tcp/${LAB.cloudPublic.v4}/22' && echo open || echo closed`, { allowFail: true });
-        lab.record(group, "SSH open to the admin CIDR", adminSsh.stdout.trim() === "open", adminSsh.stdout.trim());
+        const worldSsh = await sshPortState("peer");
+        lab.record(group, "SSH closed to non-admin addresses", worldSsh === "closed", worldSsh);
+        const adminSsh = await sshPortState("ctl");
+        lab.record(group, "SSH open to the admin CIDR", adminSsh === "open", adminSsh);
         if (placement === "oci") {
             const chain = await w.hostExec("cloud", "iptables -S InstanceServices | wc -l; iptables -S FORWARD | tail -1");
             lab.record(group, "OCI InstanceServices chain and REJECT rules kept", /REJECT/.test(chain.stdout) && Number(chain.stdout.split("\n")[0]) > 2, chain.stdout.replace(/\n/g, " | "));
@@ -194,13 +203,13 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     const extraKey = (await run(["wg", "pubkey"], { input: (await run(["wg", "genkey"])).stdout })).stdout.trim();
     const withExtra = { ...overrides, peers: [...(lab.baseOverrides().peers as object[]), { name: "extra", publicKey: extraKey, allowedIps: ["192.168.201.0/24"] }] };
     const added = await lab.apply(withExtra);
-    const peersNow = await w.hostExec("cloud", "wg show wg0 peers | wc -l; ip route show dev wg0 proto 77 | grep -c 192.168.201.0/24 || true");
+    const peersNow = await peersAndExtraRoute();
     const onlyPeers = (r: typeof added) => r.executions.length > 0 && r.executions.every((e) => e.key.endsWith("::gateway-peers") && e.action === "update");
     lab.record(group, "adding a peer runs only the peers step, as an update", onlyPeers(added), added.executions.map((e) => `${e.action} ${e.key}`).join(", "));
-    lab.record(group, "the added peer and its route are live", peersNow.stdout.split("\n")[0] === "2" && peersNow.stdout.split("\n")[1] === "1", peersNow.stdout.replace(/\n/g, " "));
+    lab.record(group, "the added peer and its route are live", peersNow === "2 1", peersNow);
     const removed = await lab.apply(overrides);
-    const peersAfter = await w.hostExec("cloud", "wg show wg0 peers | wc -l; ip route show dev wg0 proto 77 | grep -c 192.168.201.0/24 || true");
-    lab.record(group, "removing the peer removes it and its route", onlyPeers(removed) && peersAfter.stdout.split("\n")[0] === "1" && peersAfter.stdout.split("\n")[1] === "0", peersAfter.stdout.replace(/\n/g, " "));
+    const peersAfter = await peersAndExtraRoute();
+    lab.record(group, "removing the peer removes it and its route", onlyPeers(removed) && peersAfter === "1 0", peersAfter);
     lab.record(group, "peer changes never restart the tunnel", (await tunnelId()) === idBefore, idBefore.replace(/\n/g, " "));
     const rules1 = await w.hostExec("cloud", "nft list ruleset");
     await w.hostExec("cloud", "/etc/wgexit/gateway/gateway.sh install >/dev/null");

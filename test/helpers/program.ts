@@ -1,7 +1,8 @@
 // Runs the real program (index.ts) under Pulumi mocks and records what it registers.
 import { execFile } from "node:child_process";
 import * as path from "node:path";
-import * as pulumi from "@pulumi/pulumi";
+import type * as pulumi from "@pulumi/pulumi";
+import { encodeConfig, runProgramUnderMocks } from "../../lab/mocked";
 
 export interface Registration {
     type: string;
@@ -48,17 +49,6 @@ class RecordingMocks implements pulumi.runtime.Mocks {
     }
 }
 
-function promiseOf<T>(o: pulumi.Output<T>): Promise<T> {
-    return new Promise((resolve) => o.apply((v) => resolve(v)));
-}
-
-/** Clears the program's own modules so each run starts fresh. */
-function forgetProgramModules(): void {
-    for (const key of Object.keys(require.cache)) {
-        if (key.startsWith(REPO) && !key.includes("node_modules")) delete require.cache[key];
-    }
-}
-
 export interface ProgramRun {
     registrations: Registration[];
     invokes: string[];
@@ -68,17 +58,7 @@ export interface ProgramRun {
 /** Runs the program once under RecordingMocks in this process (a process runs it once). */
 export async function runProgramHere(config: Record<string, unknown>, stack = "test"): Promise<ProgramRun> {
     const mocks = new RecordingMocks();
-    pulumi.runtime.setAllConfig(
-        Object.fromEntries(Object.entries(config).map(([k, v]) => [`wgexit:${k}`, typeof v === "string" ? v : JSON.stringify(v)])),
-        ["wgexit:sshPrivateKey"],
-    );
-    await pulumi.runtime.setMocks(mocks, "wgexit", stack, false);
-    forgetProgramModules();
-    const program = require(path.join(REPO, "index")) as Record<string, unknown>;
-    const outputs: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(program)) outputs[k] = pulumi.Output.isInstance(v) ? await promiseOf(v as pulumi.Output<unknown>) : v;
-    const settings = require("@pulumi/pulumi/runtime/settings") as { waitForRPCs(): Promise<void> };
-    await settings.waitForRPCs();
+    const outputs = await runProgramUnderMocks(mocks, encodeConfig(config, "wgexit:"), { stack, secretKeys: ["wgexit:sshPrivateKey"] });
     return { registrations: mocks.registrations, invokes: mocks.invokes, outputs };
 }
 

@@ -2,10 +2,10 @@
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ConfigError, parseStackConfig } from "../../components/config";
+import { encodeConfig } from "../../lab/mocked";
 import { baseConfig, PEER_KEY, TEST_SSH_PUBLIC_KEY } from "../helpers/program";
 
-const raw = (c: Record<string, unknown>) =>
-    Object.fromEntries(Object.entries(c).map(([k, v]) => [`wgexit:${k}`, typeof v === "string" ? v : JSON.stringify(v)]));
+const raw = (c: Record<string, unknown>) => encodeConfig(c, "wgexit:");
 
 function problemsOf(config: Record<string, unknown>): { key: string; message: string }[] {
     try {

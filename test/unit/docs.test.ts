@@ -5,6 +5,7 @@ import * as path from "node:path";
 import { describe, it } from "node:test";
 import { parse as parseYaml } from "yaml";
 import { CONFIG_KEYS, ConfigError, parseStackConfig, projectDeclarations } from "../../components/config";
+import { encodeConfig } from "../../lab/mocked";
 
 const REPO = path.join(__dirname, "..", "..");
 const readme = fs.readFileSync(path.join(REPO, "README.md"), "utf8");
@@ -53,7 +54,7 @@ describe("docs and declarations", () => {
 
     it("Pulumi.dev.yaml fails only on its placeholders", () => {
         const stack = parseYaml(fs.readFileSync(path.join(REPO, "Pulumi.dev.yaml"), "utf8")) as { config: Record<string, unknown> };
-        const raw = Object.fromEntries(Object.entries(stack.config).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
+        const raw = encodeConfig(stack.config);
         try {
             parseStackConfig(raw);
             assert.fail("placeholders should not validate");

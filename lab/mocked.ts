@@ -1,0 +1,45 @@
+// Running the real program (index.ts) under Pulumi mocks: shared by the lab engine's
+// apply process and the unit tests' program runs. One run per process: the Pulumi
+// runtime keeps per-process state.
+import * as path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+
+/** Config values as Pulumi hands them to a program: strings stay, anything else is JSON. */
+export function encodeConfig(values: Record<string, unknown>, prefix = ""): Record<string, string> {
+    return Object.fromEntries(
+        Object.entries(values)
+            .filter(([, v]) => v !== undefined)
+            .map(([k, v]) => [`${prefix}${k}`, typeof v === "string" ? v : JSON.stringify(v)]),
+    );
+}
+
+function promiseOf<T>(o: pulumi.Output<T>): Promise<T> {
+    return new Promise((resolve) => o.apply((v) => resolve(v)));
+}
+
+/**
+ * Sets config and mocks, loads index.ts, and resolves its exports once every registration
+ * has been answered. `abort` ends the wait early (a failed resource leaves its dependants'
+ * outputs unresolved forever).
+ */
+export async function runProgramUnderMocks(
+    mocks: pulumi.runtime.Mocks,
+    config: Record<string, string>,
+    opts: { stack: string; secretKeys: string[]; abort?: Promise<void> },
+): Promise<Record<string, unknown>> {
+    const abort = opts.abort ?? new Promise<void>(() => undefined);
+    pulumi.runtime.setAllConfig(config, opts.secretKeys);
+    await pulumi.runtime.setMocks(mocks, "wgexit", opts.stack, false);
+    const program = require(path.join(__dirname, "..", "index")) as Record<string, unknown>;
+    const outputs: Record<string, unknown> = {};
+    const exports = Promise.all(
+        Object.entries(program).map(async ([k, v]) => {
+            outputs[k] = pulumi.Output.isInstance(v) ? await promiseOf(v as pulumi.Output<unknown>) : v;
+        }),
+    );
+    await Promise.race([exports, abort]);
+    // Internal to the SDK, but the only way to know every registration has been answered.
+    const settings = require("@pulumi/pulumi/runtime/settings") as { waitForRPCs(): Promise<void> };
+    await Promise.race([settings.waitForRPCs(), abort]);
+    return outputs;
+}
