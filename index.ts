@@ -4,14 +4,20 @@ import * as pulumi from "@pulumi/pulumi";
 import { CloudGateway } from "./components/cloudGateway";
 import { gatewayPeerFor } from "./components/cloudGateway.render";
 import { loadStackConfig } from "./components/config";
+import { KvmSite } from "./components/kvmSite";
 
 const config = loadStackConfig();
 const sshPrivateKey = new pulumi.Config().requireSecret("sshPrivateKey");
 
+// The gateway needs each site's public key and each site needs the gateway's: the sites'
+// keys are promised here and delivered once the sites exist (no resource cycle: the site
+// installs before the gateway's peer step).
+const siteKeys = new Map(config.sites.map((s) => [s.name, pulumi.deferredOutput<string>()]));
 const peerKeys = new Map(config.peers.map((p) => [p.name, p.publicKey]));
-const gatewayPeers = config.tunnelPeers
-    .filter((p) => p.kind === "peer")
-    .map((p) => ({ ...gatewayPeerFor(p, config.tunnelPeers), publicKey: peerKeys.get(p.name) as string }));
+const gatewayPeers = config.tunnelPeers.map((p) => ({
+    ...gatewayPeerFor(p, config.tunnelPeers),
+    publicKey: p.kind === "site" ? (siteKeys.get(p.name)?.[0] as pulumi.Output<string>) : (peerKeys.get(p.name) as string),
+}));
 
 const gateway = new CloudGateway("gateway", {
     placement: config.placement,
@@ -23,6 +29,21 @@ const gateway = new CloudGateway("gateway", {
     sshPublicKey: config.sshPublicKey,
     sshPrivateKey,
     peers: gatewayPeers,
+});
+
+const sites = config.sites.map((site) => {
+    const tunnelPeer = config.tunnelPeers.find((p) => p.kind === "site" && p.name === site.name);
+    if (!tunnelPeer) throw new Error(`site ${site.name} has no tunnel address`);
+    const kvm = new KvmSite(`site-${site.name}`, {
+        site,
+        addressV4: tunnelPeer.addressV4,
+        addressV6: tunnelPeer.addressV6,
+        tunnelMtu: config.gateway.tunnelMtu,
+        gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint },
+        sshPrivateKey,
+    });
+    siteKeys.get(site.name)?.[1](kvm.publicKey);
+    return { name: site.name, kvm };
 });
 
 export const gatewayPublicKey = gateway.publicKey;
@@ -38,3 +59,5 @@ export const tunnel = {
 export const peerAddresses = Object.fromEntries(
     config.tunnelPeers.map((p) => [p.name, { addressV4: p.addressV4, addressV6: p.addressV6, routedCidrs: p.routedCidrs }]),
 );
+export const sitePublicKeys = Object.fromEntries(sites.map((s) => [s.name, s.kvm.publicKey]));
+export const siteGuests = Object.fromEntries(sites.map((s) => [s.name, s.kvm.guestAddresses]));

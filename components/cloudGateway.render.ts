@@ -4,6 +4,7 @@
 import { stringify as toYaml } from "yaml";
 import type { StackConfig } from "./config";
 import { parseCidr } from "./net";
+import { renderRoleFunctions } from "./roleScript";
 import { assignments, deliverAndRun, type FileToWrite, runIfPresent, shq } from "./shell";
 
 export const GATEWAY_DIR = "/etc/wgexit/gateway";
@@ -149,7 +150,9 @@ ${assignments({
     MTU: s.tunnelMtu,
     ADDRESS_V4: `${s.addressV4}/${s.tunnelCidr.split("/")[1]}`,
     ADDRESS_V6: `${s.addressV6}/${s.tunnelCidrV6.split("/")[1]}`,
+    ROLE: "wgexit-gateway",
     ROLE_DIR: GATEWAY_DIR,
+    ROLE_SCRIPT: GATEWAY_SCRIPT,
     TABLE: GATEWAY_TABLE,
     ROUTE_PROTO,
     UNIT: "wgexit-gateway.service",
@@ -157,104 +160,7 @@ ${assignments({
     LEGACY_TAG: "wgexit-gateway",
 })}
 
-log() { printf 'wgexit-gateway: %s\\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
-has_systemd() { [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
-
-install_packages() {
-	local missing=()
-	command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
-	command -v nft >/dev/null 2>&1 || missing+=(nftables)
-	if [ "\${#missing[@]}" -gt 0 ]; then
-		log "installing \${missing[*]}"
-		DEBIAN_FRONTEND=noninteractive apt-get update -q
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "\${missing[@]}"
-	fi
-}
-
-ensure_key() {
-	if [ ! -s "$ROLE_DIR/private.key" ]; then
-		(umask 077 && wg genkey >"$ROLE_DIR/private.key.new")
-		mv -f "$ROLE_DIR/private.key.new" "$ROLE_DIR/private.key"
-	fi
-	chmod 600 "$ROLE_DIR/private.key"
-	wg pubkey <"$ROLE_DIR/private.key" >"$ROLE_DIR/public.key"
-	chmod 644 "$ROLE_DIR/public.key"
-}
-
-# The interface whose default route leads to the internet.
-uplink() {
-	ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}'
-}
-
-# Forwarding on. IPv6 forwarding makes the kernel ignore router advertisements, so an
-# uplink that relies on them (accept_ra=1) keeps them with accept_ra=2; hosts whose network
-# daemon handles RAs itself (accept_ra=0) are left alone. Prior values are saved once and
-# restored by remove.
-enable_forwarding() {
-	local up key i
-	local -a keys=(net.ipv4.ip_forward) wanted=(1)
-	if [ -e /proc/sys/net/ipv6 ]; then
-		keys+=(net.ipv6.conf.all.forwarding)
-		wanted+=(1)
-		up=$(uplink)
-		if [ -n "$up" ] && [ "$(cat "/proc/sys/net/ipv6/conf/$up/accept_ra" 2>/dev/null)" = 1 ]; then
-			keys+=("net.ipv6.conf.$up.accept_ra")
-			wanted+=(2)
-		fi
-	fi
-	if [ ! -e "$ROLE_DIR/sysctl.saved" ]; then
-		for key in "\${keys[@]}"; do printf '%s = %s\\n' "$key" "$(sysctl -n "$key")"; done >"$ROLE_DIR/sysctl.saved.new"
-		mv -f "$ROLE_DIR/sysctl.saved.new" "$ROLE_DIR/sysctl.saved"
-	fi
-	{
-		echo "# wgexit gateway: route and NAT tunnel traffic"
-		for i in "\${!keys[@]}"; do echo "\${keys[$i]} = \${wanted[$i]}"; done
-	} >"$SYSCTL_FILE"
-	sysctl -q -p "$SYSCTL_FILE" >/dev/null
-}
-
-restore_sysctl() {
-	local key _eq value
-	[ -e "$ROLE_DIR/sysctl.saved" ] || return 0
-	while read -r key _eq value; do
-		if [ -e "/proc/sys/\${key//.//}" ]; then sysctl -q -w "$key=$value" >/dev/null; fi
-	done <"$ROLE_DIR/sysctl.saved"
-}
-
-ensure_link() {
-	local previous
-	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)
-	if [ -n "$previous" ] && [ "$previous" != "$WG_IF" ]; then delete_link "$previous"; fi
-	echo "$WG_IF" >"$ROLE_DIR/interface"
-	ip link show dev "$WG_IF" >/dev/null 2>&1 && return 0
-	if ! ip link add dev "$WG_IF" type wireguard 2>/dev/null; then
-		command -v wireguard-go >/dev/null 2>&1 || die "no WireGuard kernel module and no wireguard-go"
-		log "no WireGuard kernel module; using wireguard-go"
-		WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go "$WG_IF"
-	fi
-}
-
-delete_link() {
-	local name=$1 i
-	ip link delete dev "$name" 2>/dev/null || true
-	# wireguard-go exits a moment after its link goes; wait so the name can be reused.
-	for i in $(seq 1 50); do
-		[ -e "/var/run/wireguard/$name.sock" ] || return 0
-		[ "$i" = 50 ] || sleep 0.1
-	done
-	log "wireguard-go for $name did not exit"
-}
-
-sync_peers() {
-	touch "$ROLE_DIR/peers.conf" "$ROLE_DIR/peers.nft"
-	# The private key goes through a pipe; it is never written anywhere else.
-	{
-		printf '[Interface]\\nPrivateKey = %s\\nListenPort = %s\\n\\n' "$(cat "$ROLE_DIR/private.key")" "$LISTEN_PORT"
-		cat "$ROLE_DIR/peers.conf"
-	} | wg syncconf "$WG_IF" /dev/stdin
-}
-
+${renderRoleFunctions()}
 with_prefix() {
 	case $1 in
 	*/*) echo "$1" ;;
@@ -283,23 +189,11 @@ local_net_elements() {
 	if [ -n "$nets" ]; then echo "add element inet $TABLE $set { $nets }"; fi
 }
 
-# The whole table is replaced in one nft transaction, and only when its content changed.
-apply_firewall() {
-	local next="$ROLE_DIR/applied.nft.new"
-	{
-		echo "table inet $TABLE {}"
-		echo "delete table inet $TABLE"
-		cat "$ROLE_DIR/ruleset.nft"
-		local_net_elements 4 local_nets_v4
-		local_net_elements 6 local_nets_v6
-		cat "$ROLE_DIR/peers.nft"
-	} >"$next"
-	if nft list table inet "$TABLE" >/dev/null 2>&1 && cmp -s "$next" "$ROLE_DIR/applied.nft"; then
-		rm -f "$next"
-		return 0
-	fi
-	nft -f "$next"
-	mv -f "$next" "$ROLE_DIR/applied.nft"
+gateway_table() {
+	cat "$ROLE_DIR/ruleset.nft"
+	local_net_elements 4 local_nets_v4
+	local_net_elements 6 local_nets_v6
+	cat "$ROLE_DIR/peers.nft"
 }
 
 # Images that filter with iptables (OCI ships REJECT in INPUT and FORWARD) would still
@@ -345,47 +239,25 @@ up() {
 	ip link set dev "$WG_IF" mtu "$MTU"
 	ip -4 address replace "$ADDRESS_V4" dev "$WG_IF"
 	if [ -e /proc/sys/net/ipv6 ]; then ip -6 address replace "$ADDRESS_V6" dev "$WG_IF" nodad; fi
-	sync_peers
+	touch "$ROLE_DIR/peers.nft"
+	sync_wireguard "$ROLE_DIR/peers.conf" "ListenPort = $LISTEN_PORT"
 	ip link set dev "$WG_IF" up
 	sync_routes
-	apply_firewall
+	apply_table gateway_table
 	open_legacy_firewall
 }
 
 down() {
 	close_legacy_firewall
-	if nft list table inet "$TABLE" >/dev/null 2>&1; then nft delete table inet "$TABLE"; fi
-	rm -f "$ROLE_DIR/applied.nft"
+	drop_table
 	delete_link "$WG_IF"
 }
 
-install_unit() {
-	cat >"/etc/systemd/system/$UNIT" <<UNIT_EOF
-[Unit]
-Description=wgexit gateway (WireGuard exit, NAT and firewall)
-Wants=network-online.target
-After=network-online.target nftables.service netfilter-persistent.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=$ROLE_DIR/gateway.sh up
-ExecStop=$ROLE_DIR/gateway.sh down
-
-[Install]
-WantedBy=multi-user.target
-UNIT_EOF
-	systemctl daemon-reload
-	systemctl enable "$UNIT" >/dev/null 2>&1
-}
-
 install() {
-	install_packages
+	install_packages wg:wireguard-tools nft:nftables
 	ensure_key
-	if has_systemd; then
-		install_unit
-		systemctl is-active --quiet "$UNIT" || systemctl start "$UNIT"
-	fi
+	install_unit "wgexit gateway (WireGuard exit, NAT and firewall)"
+	start_unit
 	# Without systemd (or when already active) converge directly; up is idempotent.
 	up
 	touch "$ROLE_DIR/ready"
@@ -393,11 +265,7 @@ install() {
 }
 
 remove() {
-	if has_systemd && [ -e "/etc/systemd/system/$UNIT" ]; then
-		systemctl disable --now "$UNIT" >/dev/null 2>&1 || true
-		rm -f "/etc/systemd/system/$UNIT"
-		systemctl daemon-reload
-	fi
+	remove_unit
 	down
 	local previous
 	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)

@@ -1,6 +1,7 @@
 // Reads the whole stack config, validates it, and reports every problem at once.
 // Nothing here registers a resource: index.ts calls loadStackConfig() first, so bad
 // input stops the program before anything is created.
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
@@ -138,6 +139,20 @@ const ovhSchema = z
     )
     .strict();
 
+const absolutePath = (example: string) =>
+    text(example).regex(/^\/[A-Za-z0-9._+/-]*$/, { error: `must be an absolute path of letters, digits, '.', '_', '+', '-' and '/', for example ${example}` });
+
+const imageSource = text('"/var/lib/libvirt/images/debian-12-genericcloud-amd64.qcow2"').superRefine((value, ctx) => {
+    const isPath = /^\/[A-Za-z0-9._+/-]+$/.test(value);
+    const isUrl = /^https?:\/\/[A-Za-z0-9.-]+(:[0-9]+)?\/[A-Za-z0-9._~%+/-]*$/.test(value);
+    if (!isPath && !isUrl) {
+        ctx.addIssue({
+            code: "custom",
+            message: `"${value}" is neither an absolute path on the KVM host nor an http(s) URL without query or shell characters; for example "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"`,
+        });
+    }
+});
+
 const guestSchema = z
     .object({
         name: name('"web1"'),
@@ -145,12 +160,18 @@ const guestSchema = z
             .regex(/^52:54:00(:[0-9a-f]{2}){3}$/, { error: 'must be a lowercase MAC in the 52:54:00 (QEMU) range, for example "52:54:00:6b:00:10"' })
             .optional(),
         hostIndex: z.number().int().min(2).optional(),
-        image: text('"/var/lib/libvirt/images/debian-12.qcow2" or "https://cloud.debian.org/....qcow2"').optional(),
+        image: imageSource,
         memoryMb: z.number().int().min(64).default(1024),
         vcpus: z.number().int().min(1).default(1),
         diskGb: z.number().int().min(1).default(10),
         user: userName.default("debian"),
         sshAuthorizedKeys: z.array(z.string()).default([]),
+        // Direct kernel boot (no bootloader in the image), as used by appliance images and the lab.
+        kernel: absolutePath('"/var/lib/libvirt/boot/vmlinuz"').optional(),
+        initrd: absolutePath('"/var/lib/libvirt/boot/initrd.img"').optional(),
+        cmdline: text('"console=ttyS0 root=/dev/vda1"')
+            .regex(/^[\x20-\x7e]*$/, { error: "must be printable ASCII on one line, for example \"console=ttyS0 root=/dev/vda1\"" })
+            .optional(),
     })
     .strict();
 
@@ -174,6 +195,15 @@ const siteSchema = z
         lanCidrs: z.array(cidr("any", '"192.168.1.0/24"')).default([]),
         allowInboundFrom: z.array(cidr("any", '"10.66.0.0/24"')).default([]),
         serveDns: z.boolean().default(false),
+        routeTable: z
+            .number()
+            .int()
+            .min(1)
+            .max(2147483647)
+            .refine((t) => t < 253 || t > 255, { error: "253-255 are the kernel's default, main and local tables; use another, for example 7700" })
+            .default(7700),
+        domainType: z.enum(["kvm", "qemu"], { error: 'must be "kvm" (hardware virtualization) or "qemu" (software emulation)' }).default("kvm"),
+        poolDir: absolutePath('"/var/lib/libvirt/images/wgexit"').default("/var/lib/libvirt/images/wgexit"),
         networks: z.array(networkSchema).min(1, { error: "needs at least one routed network" }),
     })
     .strict();
@@ -265,8 +295,28 @@ export interface StackConfig {
     oci?: OciConfig;
     ovh?: OvhConfig;
     peers: PeerConfig[];
-    sites: SiteConfig[];
+    sites: ResolvedSite[];
     tunnelPeers: TunnelPeer[];
+}
+
+/** A guest with its address and MAC fixed, for the static DHCP lease. */
+export interface ResolvedGuest extends GuestConfig {
+    mac: string;
+    addressV4: string;
+}
+
+/** A routed network with its host (bridge) addresses and DHCP pool worked out. */
+export interface ResolvedNetwork extends Omit<NetworkConfig, "guests"> {
+    bridgeV4: string;
+    bridgeV6?: string;
+    prefixV4: number;
+    dhcpFirst: string;
+    dhcpLast: string;
+    guests: ResolvedGuest[];
+}
+
+export interface ResolvedSite extends Omit<SiteConfig, "networks"> {
+    networks: ResolvedNetwork[];
 }
 
 export interface ConfigProblem {
@@ -381,12 +431,7 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         }
     });
 
-    // Sites are validated in full (so overlaps are caught now) but are applied by the
-    // KvmSite component, which this version does not ship yet: refuse rather than ignore.
-    if ((v.sites ?? []).length > 0) {
-        problems.push({ key: `${PROJECT}:sites`, message: "KVM sites are not supported by this version yet; remove the key (see README \"Status\")" });
-    }
-
+    const sites = resolveSites(v.sites ?? [], problems);
     const tunnelPeers = allocatePeers(v.sites ?? [], v.peers ?? [], v.tunnelCidr, v.tunnelCidrV6, problems);
     checkOverlaps(v, problems);
     checkNames(v.sites ?? [], v.peers ?? [], problems);
@@ -415,9 +460,72 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         oci: placement === "oci" ? v.oci : undefined,
         ovh: placement === "ovh" ? v.ovh : undefined,
         peers: v.peers ?? [],
-        sites: v.sites ?? [],
+        sites,
         tunnelPeers,
     };
+}
+
+/**
+ * Fixes each network's addresses: the host (bridge) is .1, declared guests get static
+ * leases in the lower half (from .10 unless hostIndex says otherwise), and the DHCP pool
+ * is the upper half. MACs not given are derived from the site and guest names, so they
+ * stay stable across runs.
+ */
+function resolveSites(sites: SiteConfig[], problems: ConfigProblem[]): ResolvedSite[] {
+    const macs = new Map<string, string>();
+    return sites.map((site, i) => ({
+        ...site,
+        networks: site.networks.map((network, j) => {
+            const where = `${PROJECT}:sites[${i}].networks[${j}]`;
+            const v4 = parseCidr(network.cidr) as Cidr;
+            const total = Number(size(v4));
+            const half = Math.floor(total / 2);
+            if (total < 16) {
+                problems.push({ key: `${where}.cidr`, message: `${v4.text} is too small for a host, guests and a DHCP pool; use /28 or larger, for example "192.168.100.0/24"` });
+                return { ...network, bridgeV4: "", prefixV4: v4.prefix, dhcpFirst: "", dhcpLast: "", guests: [] };
+            }
+            if (network.cidrV6 && parseCidr(network.cidrV6)?.prefix !== 64) {
+                problems.push({ key: `${where}.cidrV6`, message: `${network.cidrV6} must be a /64: guests configure IPv6 by SLAAC; for example "fd66:100::/64"` });
+            }
+            const taken = new Set<number>();
+            for (const g of network.guests) if (g.hostIndex !== undefined) taken.add(g.hostIndex);
+            let next = 10;
+            const guests = network.guests.map((guest, k) => {
+                const key = `${where}.guests[${k}]`;
+                let index = guest.hostIndex;
+                if (index === undefined) {
+                    while (taken.has(next)) next++;
+                    index = next;
+                    taken.add(index);
+                } else if (index >= half) {
+                    problems.push({ key: `${key}.hostIndex`, message: `${index} is in the DHCP pool of ${v4.text}; static guests use 2-${half - 1}` });
+                } else if (network.guests.some((g, other) => other < k && g.hostIndex === index)) {
+                    problems.push({ key: `${key}.hostIndex`, message: `${index} is used by another guest on this network; give each guest its own index` });
+                }
+                if (index >= half) problems.push({ key, message: `no static address left below the DHCP pool of ${v4.text}; use a larger cidr` });
+                const mac = guest.mac ?? derivedMac(`${site.name}/${guest.name}`);
+                const prior = macs.get(mac);
+                if (prior) problems.push({ key: `${key}.mac`, message: `${mac} is also used by ${prior}; give each guest its own MAC` });
+                macs.set(mac, key);
+                if (guest.initrd && !guest.kernel) problems.push({ key: `${key}.initrd`, message: "needs kernel as well (direct kernel boot); set kernel or remove initrd" });
+                return { ...guest, mac, addressV4: hostAt(v4, Math.min(index, total - 2)) };
+            });
+            return {
+                ...network,
+                bridgeV4: hostAt(v4, 1),
+                bridgeV6: network.cidrV6 ? hostAt(parseCidr(network.cidrV6) as Cidr, 1) : undefined,
+                prefixV4: v4.prefix,
+                dhcpFirst: hostAt(v4, half),
+                dhcpLast: hostAt(v4, total - 2),
+                guests,
+            };
+        }),
+    }));
+}
+
+function derivedMac(seed: string): string {
+    const digest = createHash("sha256").update(seed).digest();
+    return `52:54:00:${[...digest.subarray(0, 3)].map((b) => b.toString(16).padStart(2, "0")).join(":")}`;
 }
 
 function allocatePeers(

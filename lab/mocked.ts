@@ -34,7 +34,8 @@ export async function runProgramUnderMocks(
     const outputs: Record<string, unknown> = {};
     const exports = Promise.all(
         Object.entries(program).map(async ([k, v]) => {
-            outputs[k] = pulumi.Output.isInstance(v) ? await promiseOf(v as pulumi.Output<unknown>) : v;
+            // Stack outputs may nest Outputs in plain objects; pulumi.output resolves them deeply.
+            outputs[k] = await promiseOf(pulumi.output(v));
         }),
     );
     await Promise.race([exports, abort]);

@@ -10,21 +10,25 @@ LISTEN_PORT='51820'
 MTU='1420'
 ADDRESS_V4='10.66.0.1/24'
 ADDRESS_V6='fd66:66:66::1/64'
+ROLE='wgexit-gateway'
 ROLE_DIR='/etc/wgexit/gateway'
+ROLE_SCRIPT='/etc/wgexit/gateway/gateway.sh'
 TABLE='wgexit_gateway'
 ROUTE_PROTO='77'
 UNIT='wgexit-gateway.service'
 SYSCTL_FILE='/etc/sysctl.d/60-wgexit-gateway.conf'
 LEGACY_TAG='wgexit-gateway'
 
-log() { printf 'wgexit-gateway: %s\n' "$*" >&2; }
+log() { printf '%s: %s\n' "$ROLE" "$*" >&2; }
 die() { log "$*"; exit 1; }
 has_systemd() { [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
 
+# Arguments are "command:package" pairs; packages whose command is missing are installed.
 install_packages() {
-	local missing=()
-	command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
-	command -v nft >/dev/null 2>&1 || missing+=(nftables)
+	local pair missing=()
+	for pair in "$@"; do
+		command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+	done
 	if [ "${#missing[@]}" -gt 0 ]; then
 		log "installing ${missing[*]}"
 		DEBIAN_FRONTEND=noninteractive apt-get update -q
@@ -68,7 +72,7 @@ enable_forwarding() {
 		mv -f "$ROLE_DIR/sysctl.saved.new" "$ROLE_DIR/sysctl.saved"
 	fi
 	{
-		echo "# wgexit gateway: route and NAT tunnel traffic"
+		echo "# $ROLE: route tunnel traffic"
 		for i in "${!keys[@]}"; do echo "${keys[$i]} = ${wanted[$i]}"; done
 	} >"$SYSCTL_FILE"
 	sysctl -q -p "$SYSCTL_FILE" >/dev/null
@@ -106,13 +110,77 @@ delete_link() {
 	log "wireguard-go for $name did not exit"
 }
 
-sync_peers() {
-	touch "$ROLE_DIR/peers.conf" "$ROLE_DIR/peers.nft"
-	# The private key goes through a pipe; it is never written anywhere else.
+# Feeds the private key and the [Peer] sections in PEERS_FILE to the interface through a
+# pipe; the key is never written anywhere else. Extra [Interface] lines come as arguments.
+sync_wireguard() {
+	local peers_file=$1 line
+	shift
+	touch "$peers_file"
 	{
-		printf '[Interface]\nPrivateKey = %s\nListenPort = %s\n\n' "$(cat "$ROLE_DIR/private.key")" "$LISTEN_PORT"
-		cat "$ROLE_DIR/peers.conf"
+		printf '[Interface]\nPrivateKey = %s\n' "$(cat "$ROLE_DIR/private.key")"
+		for line in "$@"; do printf '%s\n' "$line"; done
+		echo
+		cat "$peers_file"
 	} | wg syncconf "$WG_IF" /dev/stdin
+}
+
+# Replaces the role's table in one nft transaction, only when its content changed.
+# The arguments are a command that prints the table and its elements.
+apply_table() {
+	local next="$ROLE_DIR/applied.nft.new"
+	{
+		echo "table inet $TABLE {}"
+		echo "delete table inet $TABLE"
+		"$@"
+	} >"$next"
+	if nft list table inet "$TABLE" >/dev/null 2>&1 && cmp -s "$next" "$ROLE_DIR/applied.nft"; then
+		rm -f "$next"
+		return 0
+	fi
+	nft -f "$next"
+	mv -f "$next" "$ROLE_DIR/applied.nft"
+}
+
+drop_table() {
+	if nft list table inet "$TABLE" >/dev/null 2>&1; then nft delete table inet "$TABLE"; fi
+	rm -f "$ROLE_DIR/applied.nft"
+}
+
+# Without systemd (the lab, some containers) the caller runs "up" itself.
+install_unit() {
+	local description=$1 after=${2:-}
+	has_systemd || return 0
+	cat >"/etc/systemd/system/$UNIT" <<UNIT_EOF
+[Unit]
+Description=$description
+Wants=network-online.target
+After=network-online.target nftables.service netfilter-persistent.service$after
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=$ROLE_SCRIPT up
+ExecStop=$ROLE_SCRIPT down
+
+[Install]
+WantedBy=multi-user.target
+UNIT_EOF
+	systemctl daemon-reload
+	systemctl enable "$UNIT" >/dev/null 2>&1
+}
+
+start_unit() {
+	if has_systemd; then
+		systemctl is-active --quiet "$UNIT" || systemctl start "$UNIT"
+	fi
+}
+
+remove_unit() {
+	if has_systemd && [ -e "/etc/systemd/system/$UNIT" ]; then
+		systemctl disable --now "$UNIT" >/dev/null 2>&1 || true
+		rm -f "/etc/systemd/system/$UNIT"
+		systemctl daemon-reload
+	fi
 }
 
 with_prefix() {
@@ -143,23 +211,11 @@ local_net_elements() {
 	if [ -n "$nets" ]; then echo "add element inet $TABLE $set { $nets }"; fi
 }
 
-# The whole table is replaced in one nft transaction, and only when its content changed.
-apply_firewall() {
-	local next="$ROLE_DIR/applied.nft.new"
-	{
-		echo "table inet $TABLE {}"
-		echo "delete table inet $TABLE"
-		cat "$ROLE_DIR/ruleset.nft"
-		local_net_elements 4 local_nets_v4
-		local_net_elements 6 local_nets_v6
-		cat "$ROLE_DIR/peers.nft"
-	} >"$next"
-	if nft list table inet "$TABLE" >/dev/null 2>&1 && cmp -s "$next" "$ROLE_DIR/applied.nft"; then
-		rm -f "$next"
-		return 0
-	fi
-	nft -f "$next"
-	mv -f "$next" "$ROLE_DIR/applied.nft"
+gateway_table() {
+	cat "$ROLE_DIR/ruleset.nft"
+	local_net_elements 4 local_nets_v4
+	local_net_elements 6 local_nets_v6
+	cat "$ROLE_DIR/peers.nft"
 }
 
 # Images that filter with iptables (OCI ships REJECT in INPUT and FORWARD) would still
@@ -205,47 +261,25 @@ up() {
 	ip link set dev "$WG_IF" mtu "$MTU"
 	ip -4 address replace "$ADDRESS_V4" dev "$WG_IF"
 	if [ -e /proc/sys/net/ipv6 ]; then ip -6 address replace "$ADDRESS_V6" dev "$WG_IF" nodad; fi
-	sync_peers
+	touch "$ROLE_DIR/peers.nft"
+	sync_wireguard "$ROLE_DIR/peers.conf" "ListenPort = $LISTEN_PORT"
 	ip link set dev "$WG_IF" up
 	sync_routes
-	apply_firewall
+	apply_table gateway_table
 	open_legacy_firewall
 }
 
 down() {
 	close_legacy_firewall
-	if nft list table inet "$TABLE" >/dev/null 2>&1; then nft delete table inet "$TABLE"; fi
-	rm -f "$ROLE_DIR/applied.nft"
+	drop_table
 	delete_link "$WG_IF"
 }
 
-install_unit() {
-	cat >"/etc/systemd/system/$UNIT" <<UNIT_EOF
-[Unit]
-Description=wgexit gateway (WireGuard exit, NAT and firewall)
-Wants=network-online.target
-After=network-online.target nftables.service netfilter-persistent.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=$ROLE_DIR/gateway.sh up
-ExecStop=$ROLE_DIR/gateway.sh down
-
-[Install]
-WantedBy=multi-user.target
-UNIT_EOF
-	systemctl daemon-reload
-	systemctl enable "$UNIT" >/dev/null 2>&1
-}
-
 install() {
-	install_packages
+	install_packages wg:wireguard-tools nft:nftables
 	ensure_key
-	if has_systemd; then
-		install_unit
-		systemctl is-active --quiet "$UNIT" || systemctl start "$UNIT"
-	fi
+	install_unit "wgexit gateway (WireGuard exit, NAT and firewall)"
+	start_unit
 	# Without systemd (or when already active) converge directly; up is idempotent.
 	up
 	touch "$ROLE_DIR/ready"
@@ -253,11 +287,7 @@ install() {
 }
 
 remove() {
-	if has_systemd && [ -e "/etc/systemd/system/$UNIT" ]; then
-		systemctl disable --now "$UNIT" >/dev/null 2>&1 || true
-		rm -f "/etc/systemd/system/$UNIT"
-		systemctl daemon-reload
-	fi
+	remove_unit
 	down
 	local previous
 	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)

@@ -13,6 +13,7 @@ export interface Registration {
 }
 
 export const FAKE_GATEWAY_KEY = "R2F0ZXdheVB1YmxpY0tleUZvclRlc3RzT25seTAwMDA=";
+export const FAKE_SITE_KEY = "U2l0ZVB1YmxpY0tleUZvclRlc3RzT25seTAwMDAwMDA=";
 const REPO = path.join(__dirname, "..", "..");
 
 class RecordingMocks implements pulumi.runtime.Mocks {
@@ -22,7 +23,8 @@ class RecordingMocks implements pulumi.runtime.Mocks {
     newResource(args: pulumi.runtime.MockResourceArgs) {
         const outputs: Record<string, unknown> = { ...args.inputs };
         if (args.type === "command:remote:Command") {
-            outputs.stdout = args.name.endsWith("-install") ? `installed\n${FAKE_GATEWAY_KEY}\n` : "";
+            const key = args.name.startsWith("site-") ? FAKE_SITE_KEY : FAKE_GATEWAY_KEY;
+            outputs.stdout = args.name.endsWith("-install") ? `installed\n${key}\n` : "";
             outputs.stderr = "";
         }
         if (args.type === "oci:Core/instance:Instance") outputs.publicIp = "198.51.100.10";

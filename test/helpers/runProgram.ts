@@ -4,8 +4,8 @@ import { runProgramHere } from "./program";
 
 runProgramHere(JSON.parse(fs.readFileSync(0, "utf8")) as Record<string, unknown>, process.argv[2]).then(
     (run) => {
-        process.stdout.write(JSON.stringify(run));
-        process.exit(0);
+        // Exit only once the pipe has taken all of it: process.exit would cut a large write short.
+        process.stdout.write(JSON.stringify(run), () => process.exit(0));
     },
     (e) => {
         console.error(e);

@@ -42,6 +42,18 @@ describe("valid configs", () => {
             [["nas", "10.66.0.10", "fd66:66:66::a"], ["phone", "10.66.0.3", "fd66:66:66::3"], ["tablet", "10.66.0.2", "fd66:66:66::2"]],
         );
     });
+    it("works out a site's bridge, DHCP pool, static guest addresses and stable MACs", () => {
+        const guests = [{ name: "web", image: "/img/a.qcow2" }, { name: "db", image: "https://img.example/b.qcow2", hostIndex: 20, mac: "52:54:00:aa:bb:cc" }];
+        const cfg = parseStackConfig(raw({ ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", cidrV6: "fd66:100::/64", guests }] })] }));
+        const n = cfg.sites[0].networks[0];
+        assert.deepEqual([n.bridgeV4, n.bridgeV6, n.dhcpFirst, n.dhcpLast], ["192.168.100.1", "fd66:100::1", "192.168.100.128", "192.168.100.254"]);
+        assert.deepEqual(n.guests.map((g) => [g.name, g.addressV4]), [["web", "192.168.100.10"], ["db", "192.168.100.20"]]);
+        assert.match(n.guests[0].mac, /^52:54:00(:[0-9a-f]{2}){3}$/);
+        assert.equal(n.guests[1].mac, "52:54:00:aa:bb:cc");
+        const again = parseStackConfig(raw({ ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests }] })] }));
+        assert.equal(again.sites[0].networks[0].guests[0].mac, n.guests[0].mac, "derived MACs are stable");
+        assert.deepEqual(cfg.tunnelPeers[0], { name: "home", kind: "site", hostIndex: 2, addressV4: "10.66.0.2", addressV6: "fd66:66:66::2", routedCidrs: ["192.168.100.0/24", "fd66:100::/64"], canReach: [] });
+    });
     it("allows world SSH only with the opt-in", () => {
         assert.equal(problemsOf({ ...baseConfig("existing"), adminCidrs: ["0.0.0.0/0"], allowWorldSsh: true }).length, 0);
     });
@@ -92,7 +104,17 @@ const MALFORMED: [string, Record<string, unknown>, string, RegExp][] = [
     ["bridge equals the tunnel interface", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "wgexit0", cidr: "192.168.100.0/24" }] })] }, "wgexit:sites[0].networks[0].bridge", /wgInterface/],
     ["guest MAC outside the QEMU range", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests: [{ name: "web", mac: "00:11:22:33:44:55" }] }] })] }, "wgexit:sites[0].networks[0].guests[0].mac", /52:54:00/],
     ["OCI VCN overlaps the tunnel", { ...baseConfig("oci"), oci: { compartmentId: "ocid1.compartment.oc1..aaaaexample", vcnCidr: "10.0.0.0/8" }, tunnelCidr: "10.66.0.0/24" }, "wgexit:oci.vcnCidr", /overlaps/],
-    ["KVM sites before KvmSite ships", { ...baseConfig("existing"), sites: [site()] }, "wgexit:sites", /not supported by this version yet/],
+
+    ["guest without an image", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests: [{ name: "web" }] }] })] }, "wgexit:sites[0].networks[0].guests[0].image", /required|string/],
+    ["guest image neither path nor URL", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests: [{ name: "web", image: "debian.qcow2" }] }] })] }, "wgexit:sites[0].networks[0].guests[0].image", /absolute path.*http/],
+    ["guest image URL with a query", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests: [{ name: "web", image: "https://x.example/a.qcow2?$(id)" }] }] })] }, "wgexit:sites[0].networks[0].guests[0].image", /neither/],
+    ["guest hostIndex inside the DHCP pool", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests: [{ name: "web", image: "/img/a.qcow2", hostIndex: 200 }] }] })] }, "wgexit:sites[0].networks[0].guests[0].hostIndex", /DHCP pool.*2-127/],
+    ["two guests with one MAC", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests: [{ name: "a", image: "/img/a.qcow2", mac: "52:54:00:00:00:01" }, { name: "b", image: "/img/a.qcow2", mac: "52:54:00:00:00:01" }] }] })] }, "wgexit:sites[0].networks[0].guests[1].mac", /also used/],
+    ["guest IPv6 subnet not a /64", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", cidrV6: "fd66:100::/56" }] })] }, "wgexit:sites[0].networks[0].cidrV6", /\/64.*SLAAC/],
+    ["guest subnet too small", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/29" }] })] }, "wgexit:sites[0].networks[0].cidr", /too small/],
+    ["route table is the main table", { ...baseConfig("existing"), sites: [site({ routeTable: 254 })] }, "wgexit:sites[0].routeTable", /main/],
+    ["initrd without a kernel", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests: [{ name: "web", image: "/img/a.qcow2", initrd: "/boot/initrd.img" }] }] })] }, "wgexit:sites[0].networks[0].guests[0].initrd", /kernel/],
+    ["domain type unknown", { ...baseConfig("existing"), sites: [site({ domainType: "xen" })] }, "wgexit:sites[0].domainType", /"kvm".*"qemu"/],
     ["sites is not a list", { ...baseConfig("existing"), sites: { name: "home" } }, "wgexit:sites", /list of sites/],
 ];
 

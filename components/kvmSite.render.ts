@@ -1,0 +1,430 @@
+// Pure renderers for a KVM site: the host role script, its nftables table, its WireGuard
+// peer, the libvirt routed network, and each guest's domain XML and NoCloud seed.
+// Everything here is a function of plain values, so it is snapshot-tested.
+import { create as createXml } from "xmlbuilder2";
+import type { ResolvedNetwork } from "./config";
+import { parseCidr } from "./net";
+import { renderRoleFunctions } from "./roleScript";
+import { assignments, deliverAndRun, type FileToWrite, runIfPresent, shq } from "./shell";
+
+export const SITE_DIR = "/etc/wgexit/site";
+export const SITE_SCRIPT = `${SITE_DIR}/site.sh`;
+export const SITE_TABLE = "wgexit_site";
+/** The libvirt storage pool that holds base images, overlays and seeds. */
+export const POOL_NAME = "wgexit";
+
+export interface SiteSettings {
+    name: string;
+    wgInterface: string;
+    tunnelMtu: number;
+    /** This site's own tunnel addresses (no prefix: the host never routes its own traffic into the tunnel). */
+    addressV4: string;
+    addressV6: string;
+    routeTable: number;
+    networks: ResolvedNetwork[];
+    /** WireGuard-network subnets that may open connections to guests. */
+    allowInboundFrom: string[];
+    serveDns: boolean;
+    poolDir: string;
+    domainType: "kvm" | "qemu";
+}
+
+export interface SiteGateway {
+    publicKey: string;
+    /** "host:port". */
+    endpoint: string;
+}
+
+const family = (cidrs: string[], f: 4 | 6) => cidrs.filter((c) => parseCidr(c)?.family === f);
+const quoted = (names: string[]) => `{ ${names.map((n) => JSON.stringify(n)).join(", ")} }`;
+
+/** The site's table: guests reach only the tunnel, the tunnel reaches only guests, the host stays sealed. */
+export function renderSiteRuleset(s: SiteSettings): string {
+    const wg = JSON.stringify(s.wgInterface);
+    const bridges = quoted(s.networks.map((n) => n.bridge));
+    const inbound4 = family(s.allowInboundFrom, 4);
+    const inbound6 = family(s.allowInboundFrom, 6);
+    const lines: string[] = [];
+    const add = (line: string) => lines.push(`\t\t${line}`);
+    const perNetwork = (f: (n: ResolvedNetwork, bridge: string) => void) => {
+        for (const n of s.networks) f(n, JSON.stringify(n.bridge));
+    };
+
+    const input = () => {
+        add(`iifname ${wg} ct state established,related accept`);
+        add(`iifname ${wg} counter drop comment "nothing from the tunnel reaches the host"`);
+        add(`iifname ${bridges} ct state established,related accept comment "replies to the host's own connections"`);
+        add(`iifname ${bridges} udp sport 68 udp dport 67 accept comment "DHCPv4 from guests"`);
+        add(`iifname ${bridges} icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept comment "IPv6 neighbour and router discovery"`);
+        if (s.serveDns) add(`iifname ${bridges} meta l4proto { tcp, udp } th dport 53 accept comment "DNS served by the host (serveDns)"`);
+        add(`iifname ${bridges} counter drop comment "guests cannot reach the host"`);
+    };
+    const forward = () => {
+        add(`oifname ${wg} tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment "clamp MSS to the tunnel MTU"`);
+        add(`iifname ${wg} tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment "clamp MSS to the tunnel MTU"`);
+        perNetwork((n, bridge) => {
+            add(`iifname ${bridge} oifname ${wg} ip saddr ${n.cidr} accept comment "guests of ${n.name} to the tunnel"`);
+            if (n.cidrV6) add(`iifname ${bridge} oifname ${wg} ip6 saddr ${n.cidrV6} accept comment "guests of ${n.name} to the tunnel"`);
+        });
+        add(`iifname ${wg} oifname ${bridges} ct state established,related accept`);
+        perNetwork((n, bridge) => {
+            if (inbound4.length) add(`iifname ${wg} oifname ${bridge} ip saddr { ${inbound4.join(", ")} } ip daddr ${n.cidr} ct state new accept comment "allowInboundFrom to ${n.name}"`);
+            if (inbound6.length && n.cidrV6) add(`iifname ${wg} oifname ${bridge} ip6 saddr { ${inbound6.join(", ")} } ip6 daddr ${n.cidrV6} ct state new accept comment "allowInboundFrom to ${n.name}"`);
+        });
+        add(`iifname ${bridges} counter drop comment "guests reach only the tunnel (not the LAN)"`);
+        add(`oifname ${bridges} counter drop comment "only the tunnel reaches guests"`);
+        add(`iifname ${wg} counter drop comment "the tunnel reaches nothing else (not the LAN)"`);
+        add(`oifname ${wg} counter drop comment "nothing else enters the tunnel"`);
+    };
+
+    input();
+    const inputRules = lines.splice(0).join("\n");
+    forward();
+    const forwardRules = lines.splice(0).join("\n");
+    return `# wgexit site firewall: one table, replaced atomically by ${SITE_SCRIPT}.
+# Policies are accept so the host's other traffic (its LAN services, other libvirt
+# networks) is left alone; every rule concerns the tunnel or the guest bridges.
+table inet ${SITE_TABLE} {
+	chain input {
+		type filter hook input priority filter; policy accept;
+${inputRules}
+	}
+
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+${forwardRules}
+	}
+}
+`;
+}
+
+/** The gateway as this site's only WireGuard peer. AllowedIPs is everything: policy routing decides what enters. */
+export function renderSitePeerConf(g: SiteGateway): string {
+    return `# the wgexit gateway
+[Peer]
+PublicKey = ${g.publicKey}
+Endpoint = ${g.endpoint}
+AllowedIPs = 0.0.0.0/0, ::/0
+# Keeps the home NAT mapping open so the WireGuard network can reach guests.
+PersistentKeepalive = 25
+`;
+}
+
+/** The site role's one script. */
+export function renderSiteScript(s: SiteSettings): string {
+    const bridges = s.networks.map((n) => n.bridge).join(" ");
+    return `#!/bin/bash
+# wgexit KVM site role. Rendered by components/kvmSite.render.ts; do not edit on the host.
+#   install               install packages, make the key on this host, enable at boot, bring up
+#   up                    kill switch, firewall, then the tunnel (idempotent)
+#   down                  take the tunnel down; the kill switch and firewall stay
+#   remove                undo everything install did
+#   network-up NAME       define and start the libvirt network from networks/NAME.xml
+#   network-remove NAME
+#   guest-up NAME         overlay disk, NoCloud seed, static lease, define, start, autostart
+#   guest-remove NAME
+set -euo pipefail
+${assignments({
+    WG_IF: s.wgInterface,
+    MTU: s.tunnelMtu,
+    ADDRESS_V4: `${s.addressV4}/32`,
+    ADDRESS_V6: `${s.addressV6}/128`,
+    ROUTE_TABLE: s.routeTable,
+    BRIDGES: bridges,
+    POOL_NAME,
+    POOL_DIR: s.poolDir,
+    ROLE: "wgexit-site",
+    ROLE_DIR: SITE_DIR,
+    ROLE_SCRIPT: SITE_SCRIPT,
+    TABLE: SITE_TABLE,
+    UNIT: "wgexit-site.service",
+    SYSCTL_FILE: "/etc/sysctl.d/60-wgexit-site.conf",
+})}
+
+${renderRoleFunctions()}
+need_virsh() {
+	command -v virsh >/dev/null 2>&1 || die "virsh not found: install libvirt first (Debian/Ubuntu: apt install libvirt-daemon-system qemu-system-x86)"
+	virsh -q uri >/dev/null 2>&1 || die "libvirtd is not answering (virsh uri failed); start it (systemctl start libvirtd)"
+}
+
+# Guest traffic is policy-routed: one rule per guest bridge sends it to ROUTE_TABLE, whose
+# default route is the tunnel. The unreachable default behind it is the kill switch: with
+# the tunnel gone, guest packets are refused instead of falling through to the main table.
+# The host's own traffic never matches these rules.
+sync_policy_routing() {
+	local f bridge have
+	for f in 4 6; do
+		ip "-$f" route replace unreachable default metric 4294967295 table "$ROUTE_TABLE"
+		for bridge in $BRIDGES; do
+			ip "-$f" rule show pref "$ROUTE_TABLE" iif "$bridge" | grep -q . ||
+				ip "-$f" rule add pref "$ROUTE_TABLE" iif "$bridge" lookup "$ROUTE_TABLE"
+		done
+		# Bridges no longer in the settings lose their rule.
+		for have in $(ip "-$f" rule show pref "$ROUTE_TABLE" | sed -n 's/.* iif \\([^ ]*\\) .*/\\1/p'); do
+			case " $BRIDGES " in *" $have "*) ;; *) ip "-$f" rule del pref "$ROUTE_TABLE" iif "$have" ;; esac
+		done
+	done
+}
+
+drop_policy_routing() {
+	local f
+	for f in 4 6; do
+		while ip "-$f" rule del pref "$ROUTE_TABLE" 2>/dev/null; do :; done
+		ip "-$f" route flush table "$ROUTE_TABLE" 2>/dev/null || true
+	done
+}
+
+site_table() { cat "$ROLE_DIR/ruleset.nft"; }
+
+up() {
+	enable_forwarding
+	# Kill switch and firewall first: if the tunnel cannot come up, guests are already sealed.
+	sync_policy_routing
+	apply_table site_table
+	ensure_link
+	ip link set dev "$WG_IF" mtu "$MTU"
+	ip -4 address replace "$ADDRESS_V4" dev "$WG_IF"
+	if [ -e /proc/sys/net/ipv6 ]; then ip -6 address replace "$ADDRESS_V6" dev "$WG_IF" nodad; fi
+	sync_wireguard "$ROLE_DIR/peer.conf"
+	ip link set dev "$WG_IF" up
+	# Replies from the internet arrive on the tunnel while the main table points elsewhere:
+	# strict reverse-path filtering would drop them, loose mode keeps spoof checks.
+	sysctl -q -w "net.ipv4.conf.$WG_IF.rp_filter=2" >/dev/null
+	ip -4 route replace default dev "$WG_IF" table "$ROUTE_TABLE"
+	if [ -e /proc/sys/net/ipv6 ]; then ip -6 route replace default dev "$WG_IF" table "$ROUTE_TABLE"; fi
+}
+
+down() {
+	delete_link "$WG_IF"
+}
+
+install() {
+	install_packages wg:wireguard-tools nft:nftables qemu-img:qemu-utils genisoimage:genisoimage
+	ensure_key
+	mkdir -p "$ROLE_DIR/networks" "$ROLE_DIR/guests"
+	install_unit "wgexit KVM site (tunnel, guest policy routing, kill switch)" "
+Before=libvirtd.service virtqemud.service virtnetworkd.service libvirt-guests.service"
+	start_unit
+	up
+	cat "$ROLE_DIR/public.key"
+}
+
+remove() {
+	remove_unit
+	drop_table
+	drop_policy_routing
+	local previous
+	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)
+	delete_link "\${previous:-$WG_IF}"
+	remove_pool
+	restore_sysctl
+	rm -f "$SYSCTL_FILE"
+	rm -rf "$ROLE_DIR"
+	rmdir /etc/wgexit 2>/dev/null || true
+}
+
+# --- libvirt networks ---------------------------------------------------------------
+
+network_up() {
+	local name=$1 xml="$ROLE_DIR/networks/$1.xml"
+	need_virsh
+	[ -e "$xml" ] || die "no $xml"
+	if virsh -q net-info "$name" >/dev/null 2>&1 && ! cmp -s "$xml" "$ROLE_DIR/networks/$name.applied"; then
+		log "network $name changed: restarting it; running guests on it need a restart to reattach"
+		virsh -q net-destroy "$name" >/dev/null 2>&1 || true
+		virsh -q net-undefine "$name" >/dev/null
+	fi
+	if ! virsh -q net-info "$name" >/dev/null 2>&1; then
+		virsh -q net-define "$xml" >/dev/null
+	fi
+	if ! virsh -q net-info "$name" | grep -q '^Active: *yes'; then virsh -q net-start "$name" >/dev/null; fi
+	virsh -q net-autostart "$name" >/dev/null
+	cp -f "$xml" "$ROLE_DIR/networks/$name.applied"
+}
+
+network_remove() {
+	local name=$1
+	if command -v virsh >/dev/null 2>&1 && virsh -q net-info "$name" >/dev/null 2>&1; then
+		virsh -q net-destroy "$name" >/dev/null 2>&1 || true
+		virsh -q net-undefine "$name" >/dev/null
+	fi
+	rm -f "$ROLE_DIR/networks/$name.xml" "$ROLE_DIR/networks/$name.applied"
+}
+
+# --- guests ---------------------------------------------------------------------------
+
+ensure_pool() {
+	if ! virsh -q pool-info "$POOL_NAME" >/dev/null 2>&1; then
+		[ -d "$POOL_DIR" ] || touch "$ROLE_DIR/pool-dir.created"
+		virsh -q pool-define-as "$POOL_NAME" dir --target "$POOL_DIR" >/dev/null
+		virsh -q pool-build "$POOL_NAME" >/dev/null
+	fi
+	virsh -q pool-info "$POOL_NAME" | grep -q '^State: *running' || virsh -q pool-start "$POOL_NAME" >/dev/null
+	virsh -q pool-autostart "$POOL_NAME" >/dev/null
+}
+
+remove_pool() {
+	command -v virsh >/dev/null 2>&1 || return 0
+	virsh -q pool-info "$POOL_NAME" >/dev/null 2>&1 || return 0
+	if find "$POOL_DIR" -mindepth 1 -name '*.qcow2' -not -name 'base-*' | grep -q .; then
+		log "pool $POOL_NAME still holds guest disks; leaving it"
+		return 0
+	fi
+	rm -f "$POOL_DIR"/base-*
+	virsh -q pool-destroy "$POOL_NAME" >/dev/null 2>&1 || true
+	virsh -q pool-undefine "$POOL_NAME" >/dev/null
+	if [ -e "$ROLE_DIR/pool-dir.created" ]; then rmdir "$POOL_DIR" 2>/dev/null || true; fi
+}
+
+# The base image is fetched or copied once into the pool; guests get copy-on-write overlays.
+ensure_base() {
+	local source=$1 base=$2
+	[ -s "$base" ] && return 0
+	case $source in
+	http://* | https://*) curl -fsSL --retry 3 -o "$base.part" "$source" ;;
+	*) [ -r "$source" ] || die "image $source not found on this host"; cp --reflink=auto "$source" "$base.part" ;;
+	esac
+	mv -f "$base.part" "$base"
+}
+
+image_format() {
+	qemu-img info --output=json "$1" | sed -n 's/^ *"format": "\\([a-z0-9]*\\)".*/\\1/p' | head -n 1
+}
+
+build_seed() {
+	local dir=$1 seed=$2 work
+	work=$(mktemp -d)
+	cp "$dir/user-data" "$dir/meta-data" "$work/"
+	genisoimage -quiet -output "$seed.new" -volid cidata -joliet -rock "$work/user-data" "$work/meta-data"
+	rm -rf "$work"
+	mv -f "$seed.new" "$seed"
+}
+
+# The guest's static DHCP lease lives in the running network and its definition.
+set_lease() {
+	local network=$1 mac=$2 ip=$3 name=$4
+	clear_lease "$network" "$mac"
+	virsh -q net-update "$network" add-last ip-dhcp-host "<host mac='$mac' name='$name' ip='$ip'/>" --live --config >/dev/null
+}
+
+clear_lease() {
+	local network=$1 mac=$2
+	virsh -q net-info "$network" >/dev/null 2>&1 || return 0
+	if virsh -q net-dumpxml --inactive "$network" | grep -q "mac='$mac'"; then
+		virsh -q net-update "$network" delete ip-dhcp-host "<host mac='$mac'/>" --live --config >/dev/null 2>&1 ||
+			virsh -q net-update "$network" delete ip-dhcp-host "<host mac='$mac'/>" --config >/dev/null
+	fi
+}
+
+guest_up() {
+	local name=$1 dir="$ROLE_DIR/guests/$1"
+	need_virsh
+	[ -e "$dir/guest.env" ] || die "no $dir/guest.env"
+	local IMAGE NETWORK MAC ADDRESS DISK_GB BASE
+	# shellcheck source=/dev/null
+	. "$dir/guest.env"
+	ensure_pool
+	local base="$POOL_DIR/base-$BASE" disk="$POOL_DIR/$name.qcow2" seed="$POOL_DIR/$name-seed.iso"
+	ensure_base "$IMAGE" "$base"
+	if [ ! -e "$disk" ]; then
+		qemu-img create -q -f qcow2 -F "$(image_format "$base")" -b "$base" "$disk" "\${DISK_GB}G"
+	fi
+	if [ ! -e "$seed" ] || ! cmp -s "$dir/user-data" "$dir/seed.user-data" || ! cmp -s "$dir/meta-data" "$dir/seed.meta-data"; then
+		build_seed "$dir" "$seed"
+		cp -f "$dir/user-data" "$dir/seed.user-data"
+		cp -f "$dir/meta-data" "$dir/seed.meta-data"
+	fi
+	virsh -q pool-refresh "$POOL_NAME" >/dev/null
+	set_lease "$NETWORK" "$MAC" "$ADDRESS" "$name"
+	virsh -q define "$dir/domain.xml" >/dev/null
+	if ! virsh -q domstate "$name" | grep -q '^running'; then virsh -q start "$name" >/dev/null; fi
+	virsh -q autostart "$name" >/dev/null
+}
+
+guest_remove() {
+	local name=$1 dir="$ROLE_DIR/guests/$1"
+	local IMAGE NETWORK MAC ADDRESS DISK_GB BASE
+	[ -e "$dir/guest.env" ] || return 0
+	# shellcheck source=/dev/null
+	. "$dir/guest.env"
+	if command -v virsh >/dev/null 2>&1; then
+		if virsh -q dominfo "$name" >/dev/null 2>&1; then
+			virsh -q destroy "$name" >/dev/null 2>&1 || true
+			virsh -q undefine "$name" --nvram >/dev/null 2>&1 || virsh -q undefine "$name" >/dev/null
+		fi
+		clear_lease "$NETWORK" "$MAC"
+	fi
+	rm -f "$POOL_DIR/$name.qcow2" "$POOL_DIR/$name-seed.iso" "/var/log/libvirt/qemu/$name-console.log"
+	rm -rf "$dir"
+	# The base goes with the last guest that uses it.
+	if ! grep -qs "^BASE='$BASE'\\$" "$ROLE_DIR"/guests/*/guest.env; then rm -f "$POOL_DIR/base-$BASE"; fi
+	if command -v virsh >/dev/null 2>&1 && virsh -q pool-info "$POOL_NAME" >/dev/null 2>&1; then virsh -q pool-refresh "$POOL_NAME" >/dev/null; fi
+}
+
+[ "$(id -u)" = 0 ] || die "run as root"
+case "\${1:-}" in
+install) install ;;
+up) up ;;
+down) down ;;
+remove) remove ;;
+public-key) cat "$ROLE_DIR/public.key" ;;
+network-up) network_up "\${2:?network name}" ;;
+network-remove) network_remove "\${2:?network name}" ;;
+guest-up) guest_up "\${2:?guest name}" ;;
+guest-remove) guest_remove "\${2:?guest name}" ;;
+*) die "usage: $0 install|up|down|remove|public-key|network-up NAME|network-remove NAME|guest-up NAME|guest-remove NAME" ;;
+esac
+`;
+}
+
+/**
+ * The libvirt routed network. libvirt's DNS is off (it would resolve through the host's
+ * own resolvers, outside the tunnel); DHCP hands out the configured resolvers instead,
+ * and the tunnel MTU (libvirt adds the DHCP MTU option from <mtu>).
+ */
+export function renderNetworkXml(n: ResolvedNetwork, s: Pick<SiteSettings, "wgInterface" | "tunnelMtu" | "serveDns">): string {
+    const root = createXml({ version: "1.0" }).ele("network", { "xmlns:dnsmasq": "http://libvirt.org/schemas/network/dnsmasq/1.0" });
+    root.ele("name").txt(n.name);
+    root.ele("forward", { mode: "route", dev: s.wgInterface });
+    root.ele("bridge", { name: n.bridge, stp: "off", delay: "0" });
+    root.ele("mtu", { size: String(s.tunnelMtu) });
+    if (!s.serveDns) root.ele("dns", { enable: "no" });
+    const v4 = root.ele("ip", { address: n.bridgeV4, prefix: String(n.prefixV4) });
+    v4.ele("dhcp").ele("range", { start: n.dhcpFirst, end: n.dhcpLast });
+    if (n.cidrV6 && n.bridgeV6) root.ele("ip", { family: "ipv6", address: n.bridgeV6, prefix: "64" });
+    if (!s.serveDns) {
+        const options = root.ele("dnsmasq:options");
+        const v4Resolvers = n.resolvers.filter((r) => !r.includes(":"));
+        const v6Resolvers = n.resolvers.filter((r) => r.includes(":"));
+        if (v4Resolvers.length) options.ele("dnsmasq:option", { value: `dhcp-option=option:dns-server,${v4Resolvers.join(",")}` });
+        if (v6Resolvers.length && n.cidrV6) options.ele("dnsmasq:option", { value: `dhcp-option=option6:dns-server,${v6Resolvers.map((r) => `[${r}]`).join(",")}` });
+    }
+    return root.end({ prettyPrint: true, headless: true }).concat("\n");
+}
+
+// --- commands the component runs over SSH ------------------------------------------------
+
+export function siteFiles(s: SiteSettings, g: SiteGateway): FileToWrite[] {
+    return [
+        { path: `${SITE_DIR}/ruleset.nft`, content: renderSiteRuleset(s), mode: "0644" },
+        { path: `${SITE_DIR}/peer.conf`, content: renderSitePeerConf(g), mode: "0644" },
+        { path: SITE_SCRIPT, content: renderSiteScript(s), mode: "0755" },
+    ];
+}
+
+/** Installs or converges the site role; the last line of its output is the site's public key. */
+export function renderSiteInstallCommand(s: SiteSettings, g: SiteGateway): string {
+    return deliverAndRun(siteFiles(s, g), `${shq(SITE_SCRIPT)} install`);
+}
+
+export function renderSiteRemoveCommand(): string {
+    return runIfPresent(SITE_SCRIPT, "remove");
+}
+
+export function renderNetworkUpCommand(n: ResolvedNetwork, s: SiteSettings): string {
+    return deliverAndRun([{ path: `${SITE_DIR}/networks/${n.name}.xml`, content: renderNetworkXml(n, s), mode: "0644" }], `${shq(SITE_SCRIPT)} network-up ${shq(n.name)}`);
+}
+
+export function renderNetworkRemoveCommand(n: { name: string }): string {
+    return runIfPresent(SITE_SCRIPT, `network-remove ${shq(n.name)}`);
+}

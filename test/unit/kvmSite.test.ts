@@ -1,0 +1,211 @@
+// The KVM site's renderers (snapshots, real-tool checks) and the site under mocks.
+import * as assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { parseStackConfig } from "../../components/config";
+import { renderDomainXml, renderGuestMetaData, renderGuestRemoveCommand, renderGuestUpCommand, renderGuestUserData } from "../../components/guestVm.render";
+import {
+    renderNetworkRemoveCommand,
+    renderNetworkUpCommand,
+    renderNetworkXml,
+    renderSiteInstallCommand,
+    renderSitePeerConf,
+    renderSiteRemoveCommand,
+    renderSiteRuleset,
+    renderSiteScript,
+    type SiteSettings,
+} from "../../components/kvmSite.render";
+import { encodeConfig } from "../../lab/mocked";
+import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, PEER_KEY, runProgram, TEST_SSH_PUBLIC_KEY } from "../helpers/program";
+import { matchSnapshot } from "../helpers/snapshot";
+import { canRunNft, cloudInitSchema, have, nftCheck, shellcheck, virtXmlValidate } from "../helpers/tools";
+
+export const SITE = {
+    name: "home",
+    connection: { host: "192.168.1.10", user: "root" },
+    lanCidrs: ["192.168.1.0/24"],
+    allowInboundFrom: ["10.66.0.0/24", "fd66:66:66::/64"],
+    networks: [
+        {
+            name: "wgnet",
+            bridge: "virbr-wg",
+            cidr: "192.168.100.0/24",
+            cidrV6: "fd66:100::/64",
+            guests: [
+                { name: "web", image: "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2", sshAuthorizedKeys: [TEST_SSH_PUBLIC_KEY] },
+                { name: "tiny", image: "/srv/images/base.qcow2", kernel: "/srv/boot/vmlinuz", initrd: "/srv/boot/initrd.gz", cmdline: "console=ttyS0 panic=-1", memoryMb: 256 },
+            ],
+        },
+        { name: "lab", bridge: "virbr-lab", cidr: "192.168.101.0/24", resolvers: ["9.9.9.9"] },
+    ],
+};
+
+const config = parseStackConfig(encodeConfig({ ...baseConfig("existing"), sites: [SITE] }, "wgexit:"));
+const site = config.sites[0];
+const settings: SiteSettings = {
+    name: site.name,
+    wgInterface: site.wgInterface,
+    tunnelMtu: 1420,
+    addressV4: "10.66.0.2",
+    addressV6: "fd66:66:66::2",
+    routeTable: site.routeTable,
+    networks: site.networks,
+    allowInboundFrom: site.allowInboundFrom,
+    serveDns: false,
+    poolDir: site.poolDir,
+    domainType: "kvm",
+};
+const gateway = { publicKey: FAKE_GATEWAY_KEY, endpoint: "198.51.100.10:51820" };
+const [wgnet, labnet] = site.networks;
+const [web, tiny] = wgnet.guests;
+
+const section = (text: string, from: string, to?: string) => text.slice(text.indexOf(from), to ? text.indexOf(to) : undefined);
+
+describe("KVM site renderers", () => {
+    it("script snapshot", () => matchSnapshot("site.sh", renderSiteScript(settings)));
+    it("ruleset snapshot", () => matchSnapshot("site.nft", renderSiteRuleset(settings)));
+    it("network XML snapshot", () => matchSnapshot("site-network.xml", renderNetworkXml(wgnet, settings)));
+    it("domain XML snapshots", () => {
+        matchSnapshot("guest-domain.xml", renderDomainXml(web, { network: "wgnet", poolDir: settings.poolDir, domainType: "kvm" }));
+        matchSnapshot("guest-domain-direct-kernel.xml", renderDomainXml(tiny, { network: "wgnet", poolDir: settings.poolDir, domainType: "qemu" }));
+    });
+    it("seed snapshots", () => matchSnapshot("guest-user-data.yaml", `${renderGuestUserData(web)}---\n${renderGuestMetaData("home", web)}`));
+
+    it("input: the tunnel gets only replies, guests get only DHCP (no DNS by default)", () => {
+        const input = section(renderSiteRuleset(settings), "chain input", "chain forward");
+        const lines = input.split("\n").map((l) => l.trim());
+        assert.deepEqual(
+            lines.filter((l) => l.startsWith('iifname "wgexit0"')),
+            ['iifname "wgexit0" ct state established,related accept', 'iifname "wgexit0" counter drop comment "nothing from the tunnel reaches the host"'],
+        );
+        assert.match(input, /udp sport 68 udp dport 67 accept/);
+        assert.doesNotMatch(input, /dport 53/);
+        assert.match(lines.filter((l) => l.startsWith('iifname { "virbr-wg", "virbr-lab" }')).pop() ?? "", /counter drop/);
+        assert.match(section(renderSiteRuleset({ ...settings, serveDns: true }), "chain input", "chain forward"), /th dport 53 accept comment "DNS served by the host \(serveDns\)"/);
+    });
+
+    it("forward: guests to the tunnel only, inbound only from allowInboundFrom, nothing between tunnel and LAN", () => {
+        const forward = section(renderSiteRuleset(settings), "chain forward");
+        assert.match(forward, /iifname "virbr-wg" oifname "wgexit0" ip saddr 192\.168\.100\.0\/24 accept/);
+        assert.match(forward, /iifname "virbr-wg" oifname "wgexit0" ip6 saddr fd66:100::\/64 accept/);
+        assert.match(forward, /iifname "wgexit0" oifname "virbr-wg" ip saddr \{ 10\.66\.0\.0\/24 \} ip daddr 192\.168\.100\.0\/24 ct state new accept/);
+        assert.match(forward, /maxseg size set rt mtu/);
+        const tail = forward.trim().split("\n").map((l) => l.trim()).slice(-6, -2);
+        assert.deepEqual(
+            tail.map((l) => l.replace(/ comment .*/, "")),
+            ['iifname { "virbr-wg", "virbr-lab" } counter drop', 'oifname { "virbr-wg", "virbr-lab" } counter drop', 'iifname "wgexit0" counter drop', 'oifname "wgexit0" counter drop'],
+            "the last rules seal bridges and tunnel whatever came before",
+        );
+        const closed = section(renderSiteRuleset({ ...settings, allowInboundFrom: [] }), "chain forward");
+        assert.doesNotMatch(closed, /ct state new accept/, "no inbound when allowInboundFrom is empty");
+    });
+
+    it("policy routing: one rule per bridge, the kill switch, the host's own traffic untouched", () => {
+        const script = renderSiteScript(settings);
+        assert.match(script, /BRIDGES='virbr-wg virbr-lab'/);
+        assert.match(script, /ip "-\$f" rule add pref "\$ROUTE_TABLE" iif "\$bridge" lookup "\$ROUTE_TABLE"/);
+        assert.match(script, /route replace unreachable default metric 4294967295 table "\$ROUTE_TABLE"/);
+        assert.match(script, /ADDRESS_V4='10\.66\.0\.2\/32'/, "a host address, no connected route into the tunnel");
+        assert.doesNotMatch(script, /from all lookup|ip route replace default dev "\$WG_IF"$/m);
+        const up = section(script, "up() {", "down() {");
+        assert.ok(up.indexOf("sync_policy_routing") < up.indexOf("ensure_link"), "the kill switch is in place before the tunnel comes up");
+        assert.ok(up.indexOf("apply_table") < up.indexOf("ensure_link"), "the firewall is in place before the tunnel comes up");
+        assert.doesNotMatch(section(script, "down() {", "install() {"), /drop_policy_routing|drop_table/, "down keeps the kill switch");
+    });
+
+    it("peer: the gateway with AllowedIPs everything and a keepalive", () => {
+        assert.equal(
+            renderSitePeerConf(gateway),
+            `# the wgexit gateway\n[Peer]\nPublicKey = ${FAKE_GATEWAY_KEY}\nEndpoint = 198.51.100.10:51820\nAllowedIPs = 0.0.0.0/0, ::/0\n# Keeps the home NAT mapping open so the WireGuard network can reach guests.\nPersistentKeepalive = 25\n`,
+        );
+    });
+
+    it("network: routed on the tunnel, tunnel MTU, libvirt DNS off, resolvers by DHCP", () => {
+        const xml = renderNetworkXml(wgnet, settings);
+        assert.match(xml, /<forward mode="route" dev="wgexit0"\/>/);
+        assert.match(xml, /<mtu size="1420"\/>/);
+        assert.match(xml, /<dns enable="no"\/>/);
+        assert.match(xml, /<range start="192\.168\.100\.128" end="192\.168\.100\.254"\/>/);
+        assert.match(xml, /dhcp-option=option:dns-server,9\.9\.9\.9/);
+        assert.match(xml, /dhcp-option=option6:dns-server,\[2620:fe::fe\]/);
+        assert.doesNotMatch(xml, /<host /, "static leases belong to the guests (virsh net-update), not the network definition");
+        assert.doesNotMatch(renderNetworkXml(labnet, settings), /option6/, "no IPv6 resolvers without an IPv6 subnet");
+        assert.doesNotMatch(renderNetworkXml(wgnet, { ...settings, serveDns: true }), /dns enable="no"|dnsmasq:option /);
+    });
+
+    it("domain: virtio disk overlay, seed CD-ROM, virtio NIC on the network, logged serial console", () => {
+        const xml = renderDomainXml(web, { network: "wgnet", poolDir: "/var/lib/libvirt/images/wgexit", domainType: "kvm" });
+        assert.match(xml, /<source file="\/var\/lib\/libvirt\/images\/wgexit\/web\.qcow2"\/>\s*<target dev="vda" bus="virtio"\/>/);
+        assert.match(xml, /<source file="\/var\/lib\/libvirt\/images\/wgexit\/web-seed\.iso"\/>/);
+        assert.match(xml, /<source network="wgnet"\/>\s*<mac address="52:54:00:[0-9a-f:]{8}"\/>\s*<model type="virtio"\/>/);
+        assert.match(xml, /<serial type="pty">\s*<log file="\/var\/log\/libvirt\/qemu\/web-console\.log"/);
+        assert.match(renderDomainXml(tiny, { network: "wgnet", poolDir: "/p", domainType: "qemu" }), /<kernel>\/srv\/boot\/vmlinuz<\/kernel>/);
+    });
+
+    it("seed: hostname, user with the SSH keys, no password", () => {
+        const userData = renderGuestUserData(web);
+        assert.match(userData, /^#cloud-config\nhostname: web\n/);
+        assert.match(userData, /lock_passwd: true/);
+        assert.ok(userData.includes(TEST_SSH_PUBLIC_KEY));
+        assert.match(renderGuestMetaData("home", web), /instance-id: home-web\nlocal-hostname: web\n/);
+    });
+
+    it("is shellcheck-clean", { skip: !have("shellcheck") && "SKIPPED LOUDLY: shellcheck is not installed" }, () => {
+        const scripts: [string, string, string][] = [
+            ["site.sh", renderSiteScript(settings), "bash"],
+            ["install command", renderSiteInstallCommand(settings, gateway), "sh"],
+            ["remove command", renderSiteRemoveCommand(), "sh"],
+            ["network up", renderNetworkUpCommand(wgnet, settings), "sh"],
+            ["network remove", renderNetworkRemoveCommand(wgnet), "sh"],
+            ["guest up", renderGuestUpCommand(web, wgnet, settings), "sh"],
+            ["guest remove", renderGuestRemoveCommand(web), "sh"],
+        ];
+        for (const [name, script, shell] of scripts) {
+            const r = shellcheck(script, shell);
+            assert.equal(r.status, 0, `${name}:\n${r.out}`);
+        }
+    });
+
+    it("ruleset passes nft -c", { skip: !canRunNft() && "SKIPPED LOUDLY: nft -c needs nft and root" }, () => {
+        for (const s of [settings, { ...settings, serveDns: true, allowInboundFrom: [] }]) {
+            const r = nftCheck(renderSiteRuleset(s));
+            assert.equal(r.status, 0, r.out);
+        }
+    });
+
+    it("network and domain XML pass virt-xml-validate", { skip: !have("virt-xml-validate") && "SKIPPED LOUDLY: virt-xml-validate (libvirt-clients + libxml2-utils) is not installed" }, () => {
+        for (const [xml, kind] of [
+            [renderNetworkXml(wgnet, settings), "network"],
+            [renderNetworkXml(labnet, { ...settings, serveDns: true }), "network"],
+            [renderDomainXml(web, { network: "wgnet", poolDir: settings.poolDir, domainType: "kvm" }), "domain"],
+            [renderDomainXml(tiny, { network: "wgnet", poolDir: settings.poolDir, domainType: "qemu" }), "domain"],
+        ]) {
+            const r = virtXmlValidate(xml, kind);
+            assert.equal(r.status, 0, `${kind}:\n${r.out}\n${xml}`);
+        }
+    });
+
+    it("guest user data passes cloud-init schema", { skip: !have("cloud-init") && "SKIPPED LOUDLY: cloud-init is not installed" }, () => {
+        const r = cloudInitSchema(renderGuestUserData(web));
+        assert.equal(r.status, 0, r.out);
+    });
+});
+
+describe("KvmSite under mocks", () => {
+    it("wires keys both ways, orders steps, and carries no private key", async () => {
+        const run = await runProgram({ ...baseConfig("existing"), sites: [SITE] });
+        const graph = run.registrations.map((r) => `${r.type}::${r.name}`).sort();
+        matchSnapshot("graph-site.txt", `${graph.join("\n")}\n`);
+
+        const byName = new Map(run.registrations.map((r) => [r.name, r]));
+        const install = byName.get("site-home-install");
+        assert.ok(install, "the site installs");
+        assert.match(String(install.inputs.create), new RegExp(`PublicKey = ${FAKE_GATEWAY_KEY.replace(/[+/=]/g, "\\$&")}`), "the site gets the gateway's key");
+        const peers = String(byName.get("gateway-peers")?.inputs.create);
+        assert.ok(peers.includes(`# home\n[Peer]\nPublicKey = ${FAKE_SITE_KEY}\nAllowedIPs = 10.66.0.2/32, fd66:66:66::2/128, 192.168.100.0/24, fd66:100::/64, 192.168.101.0/24\n`), peers);
+        assert.ok(peers.includes(`PublicKey = ${PEER_KEY}`), "roaming peers stay");
+        for (const n of ["site-home-network-wgnet", "site-home-network-lab", "site-home-guest-web-domain", "site-home-guest-tiny-domain"]) assert.ok(byName.has(n), n);
+        assert.deepEqual(run.outputs.sitePublicKeys, { home: FAKE_SITE_KEY });
+        assert.deepEqual(run.outputs.siteGuests, { home: { web: "192.168.100.10", tiny: "192.168.100.11" } });
+        for (const r of run.registrations) assert.doesNotMatch(JSON.stringify(r.inputs), /PrivateKey = [A-Za-z0-9+/]{43}=/);
+    });
+});
