@@ -12,7 +12,7 @@ export interface GuestPlacement {
     domainType: "kvm" | "qemu";
 }
 
-/** libvirt domain: virtio disk (the overlay), the seed as a CD-ROM, virtio NIC on the routed network, serial console. */
+/** libvirt domain: virtio disk (the overlay), the seed as a second read-only virtio disk, virtio NIC on the routed network, serial console. */
 export function renderDomainXml(g: ResolvedGuest, p: GuestPlacement): string {
     const root = createXml({ version: "1.0" }).ele("domain", { type: p.domainType });
     root.ele("name").txt(g.name);
@@ -39,10 +39,12 @@ export function renderDomainXml(g: ResolvedGuest, p: GuestPlacement): string {
     disk.ele("driver", { name: "qemu", type: "qcow2" });
     disk.ele("source", { file: `${p.poolDir}/${g.name}.qcow2` });
     disk.ele("target", { dev: "vda", bus: "virtio" });
-    const seed = devices.ele("disk", { type: "file", device: "cdrom" });
+    // The seed is a read-only virtio disk labelled "cidata": NoCloud finds it by label, and
+    // virtio needs no SATA or IDE driver in the guest (minimal cloud kernels have none).
+    const seed = devices.ele("disk", { type: "file", device: "disk" });
     seed.ele("driver", { name: "qemu", type: "raw" });
     seed.ele("source", { file: `${p.poolDir}/${g.name}-seed.iso` });
-    seed.ele("target", { dev: "sda", bus: "sata" });
+    seed.ele("target", { dev: "vdb", bus: "virtio" });
     seed.ele("readonly");
     const nic = devices.ele("interface", { type: "network" });
     nic.ele("source", { network: p.network });

@@ -24,6 +24,8 @@ export interface SiteSettings {
     networks: ResolvedNetwork[];
     /** WireGuard-network subnets that may open connections to guests. */
     allowInboundFrom: string[];
+    /** The home network's prefixes (its LAN, global IPv6 prefix, public address): guests never reach them. */
+    lanCidrs: string[];
     serveDns: boolean;
     poolDir: string;
     domainType: "kvm" | "qemu";
@@ -60,6 +62,12 @@ export function renderSiteRuleset(s: SiteSettings): string {
         add(`iifname ${bridges} counter drop comment "guests cannot reach the host"`);
     };
     const forward = () => {
+        if (s.lanCidrs.length) {
+            const lan4 = family(s.lanCidrs, 4);
+            const lan6 = family(s.lanCidrs, 6);
+            if (lan4.length) add(`iifname ${bridges} ip daddr { ${lan4.join(", ")} } counter drop comment "guests never reach the home network, not even through the internet"`);
+            if (lan6.length) add(`iifname ${bridges} ip6 daddr { ${lan6.join(", ")} } counter drop comment "guests never reach the home network, not even through the internet"`);
+        }
         add(`oifname ${wg} tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment "clamp MSS to the tunnel MTU"`);
         add(`iifname ${wg} tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment "clamp MSS to the tunnel MTU"`);
         perNetwork((n, bridge) => {
@@ -170,6 +178,8 @@ drop_policy_routing() {
 	local f
 	for f in 4 6; do
 		while ip "-$f" rule del pref "$ROUTE_TABLE" 2>/dev/null; do :; done
+		# flush leaves unreachable routes behind (IPv6), so the kill switch goes by name.
+		while ip "-$f" route del unreachable default table "$ROUTE_TABLE" 2>/dev/null; do :; done
 		ip "-$f" route flush table "$ROUTE_TABLE" 2>/dev/null || true
 	done
 }
@@ -210,6 +220,15 @@ Before=libvirtd.service virtqemud.service virtnetworkd.service libvirt-guests.se
 }
 
 remove() {
+	local dir file
+	# Guests and networks this role still holds go first, so remove leaves nothing even
+	# when it runs before their own delete steps.
+	for dir in "$ROLE_DIR"/guests/*/; do
+		if [ -e "$dir/guest.env" ]; then guest_remove "$(basename "$dir")"; fi
+	done
+	for file in "$ROLE_DIR"/networks/*.xml; do
+		if [ -e "$file" ]; then network_remove "$(basename "$file" .xml)"; fi
+	done
 	remove_unit
 	drop_table
 	drop_policy_routing
@@ -248,6 +267,8 @@ network_remove() {
 		virsh -q net-destroy "$name" >/dev/null 2>&1 || true
 		virsh -q net-undefine "$name" >/dev/null
 	fi
+	# libvirt leaves the network's runtime directory behind, empty.
+	rmdir "/run/libvirt/network/$name/ports" "/run/libvirt/network/$name" 2>/dev/null || true
 	rm -f "$ROLE_DIR/networks/$name.xml" "$ROLE_DIR/networks/$name.applied"
 }
 

@@ -48,6 +48,7 @@ export class KvmSite extends pulumi.ComponentResource {
             routeTable: site.routeTable,
             networks: site.networks,
             allowInboundFrom: site.allowInboundFrom,
+            lanCidrs: site.lanCidrs,
             serveDns: site.serveDns,
             poolDir: site.poolDir,
             domainType: site.domainType,

@@ -1,7 +1,8 @@
-// npm run lab [-- --json] [-- --keep] [-- --down]
+// npm run lab [-- --json] [-- --keep] [-- --down] [-- --only=gateway|site]
 // Builds the namespace world, applies the lab stack with the real program, prints the
 // isolation and leak matrix, then destroys everything and proves nothing is left.
 import { formatMatrix, gatewayScenario, Lab } from "./lab";
+import { siteScenario } from "./siteScenario";
 import { LabWorld } from "./world";
 
 export function labUnsupportedReason(): string | undefined {
@@ -23,6 +24,7 @@ async function down(): Promise<number> {
 
 async function main(): Promise<number> {
     const args = new Set(process.argv.slice(2));
+    const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
     const reason = labUnsupportedReason();
     if (reason) {
         console.error(`LAB SKIPPED: ${reason}`);
@@ -40,8 +42,11 @@ async function main(): Promise<number> {
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
     try {
-        await gatewayScenario(lab, "existing");
-        await gatewayScenario(lab, "oci");
+        if (only !== "site") {
+            await gatewayScenario(lab, "existing");
+            await gatewayScenario(lab, "oci");
+        }
+        if (only !== "gateway") await siteScenario(lab);
     } catch (e) {
         lab.record("lab", "scenarios ran to the end", false, (e as Error).message);
         console.error((e as Error).message);

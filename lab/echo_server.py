@@ -58,6 +58,12 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
         super().__init__((address, PORT), Handler)
 
+    def server_bind(self):
+        # HTTPServer would look up its own name here: a DNS query to the machine's resolver,
+        # which a lab namespace must never send (and which stalls start-up until it times out).
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
     def verify_request(self, request, client_address):
         log(client_address[0])
         return True

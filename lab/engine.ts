@@ -106,9 +106,10 @@ export class LabEngine implements pulumi.runtime.Mocks {
         fs.writeFileSync(this.stateFile, JSON.stringify(this.state, null, 2));
     }
 
-    private record(entry: Omit<StateEntry, "seq">): StateEntry {
+    /** Records a resource; an update keeps its place in creation order (deletes run newest first). */
+    private record(entry: Omit<StateEntry, "seq">, keepSeq?: number): StateEntry {
         this.state.resources = this.state.resources.filter((r) => r.key !== entry.key);
-        const full = { ...entry, seq: ++this.state.seq };
+        const full = { ...entry, seq: keepSeq ?? ++this.state.seq };
         this.state.resources.push(full);
         this.save();
         return full;
@@ -166,7 +167,7 @@ export class LabEngine implements pulumi.runtime.Mocks {
                 if (!triggersChanged && !changed) return prior;
                 if (!triggersChanged && inputs.update) {
                     const result = await this.timed("update", key, () => this.exec(type, inputs, inputs.update as string));
-                    return this.record({ key, type, name, id: prior.id, inputs, outputs: { ...inputs, stdout: result.stdout, stderr: result.stderr } });
+                    return this.record({ key, type, name, id: prior.id, inputs, outputs: { ...inputs, stdout: result.stdout, stderr: result.stderr } }, prior.seq);
                 }
                 await this.timed("replace", key, () => this.deleteEntry(prior));
             }

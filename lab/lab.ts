@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
 import type { ApplyJob, ApplyResult } from "./apply";
 import { inNs, run, waitFor } from "./exec";
+import type { GuestBootFiles } from "./guests";
 import { encodeConfig } from "./mocked";
 import { LAB, LabWorld } from "./world";
 
@@ -17,6 +18,19 @@ export interface Check {
 }
 
 export type Overrides = Record<string, unknown>;
+
+interface SiteInput {
+    networks: { guests?: Record<string, unknown>[] }[];
+}
+
+/** The stack outputs the lab reads (index.ts exports them). */
+export interface StackOutputs {
+    gatewayPublicKey: string;
+    gatewayEndpoint: string;
+    peerAddresses: Record<string, { addressV4: string; addressV6: string }>;
+    sitePublicKeys: Record<string, string>;
+    siteGuests: Record<string, Record<string, string>>;
+}
 
 const REPO = path.join(__dirname, "..");
 
@@ -35,6 +49,8 @@ export class Lab {
     private applyCount = 0;
     peerPrivateKey = "";
     peerPublicKey = "";
+    /** The QEMU guest's boot files, built on first use of the site. */
+    guestFiles?: GuestBootFiles;
 
     constructor(readonly world: LabWorld) {}
 
@@ -50,10 +66,15 @@ export class Lab {
         return path.join(this.world.root, "state.json");
     }
 
-    /** The config overrides every lab stack needs: this run's keys. */
+    /** The config overrides every lab stack needs: this run's keys and guest boot files. */
     baseOverrides(file = labStackFile()): Overrides {
         const peers = (file["wgexit:peers"] as Record<string, unknown>[]).map((p) => (p.name === "labpeer" ? { ...p, publicKey: this.peerPublicKey } : p));
-        return { sshPrivateKey: fs.readFileSync(this.world.sshKeyFile, "utf8"), peers };
+        const files = this.guestFiles;
+        const sites = (file["wgexit:sites"] as SiteInput[]).map((site) => ({
+            ...site,
+            networks: site.networks.map((n) => ({ ...n, guests: (n.guests ?? []).map((g) => (files ? { ...g, ...files } : g)) })),
+        }));
+        return { sshPrivateKey: fs.readFileSync(this.world.sshKeyFile, "utf8"), peers, sites };
     }
 
     ociOverrides(): Overrides {
@@ -106,7 +127,9 @@ export class Lab {
     }
 
     /** The test peer joins the tunnel, routing only its subnet through it (like a site). */
-    async peerUp(gatewayPublicKey: string, endpoint: string): Promise<string> {
+    async peerUp(outputs: StackOutputs): Promise<string> {
+        const { gatewayPublicKey, gatewayEndpoint: endpoint } = outputs;
+        const own = outputs.peerAddresses.labpeer;
         const wg = this.world.wgName("p");
         const keyFile = path.join(this.world.root, "peer.key");
         fs.writeFileSync(keyFile, this.peerPrivateKey, { mode: 0o600 });
@@ -116,7 +139,7 @@ export class Lab {
             ip link del ${wg} 2>/dev/null || true
             WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go ${wg} >/dev/null 2>&1
             wg set ${wg} private-key ${keyFile} peer ${gatewayPublicKey} endpoint ${endpoint} allowed-ips 0.0.0.0/0,::/0 persistent-keepalive 25
-            ip addr add 10.66.0.2/24 dev ${wg}; ip -6 addr add fd66:66:66::2/64 dev ${wg} nodad
+            ip addr add ${own.addressV4}/24 dev ${wg}; ip -6 addr add ${own.addressV6}/64 dev ${wg} nodad
             ip link set ${wg} mtu 1420 up
             ip rule add from ${LAB.testPeer.subnet} lookup 200 2>/dev/null || true
             ip -6 rule add from ${LAB.testPeer.subnetV6} lookup 200 2>/dev/null || true
@@ -145,7 +168,7 @@ export class Lab {
 export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", opts: { sabotage?: boolean } = {}): Promise<void> {
     const group = `gateway/${placement}`;
     const w = lab.world;
-    const overrides = placement === "oci" ? lab.ociOverrides() : {};
+    const overrides = { ...(placement === "oci" ? lab.ociOverrides() : {}), sites: [] };
     if (placement === "oci") await w.hostExec("cloud", `iptables-restore <<'EOF'\n${OCI_STOCK_IPTABLES}\nEOF`);
     const before = await w.hostSnapshot("cloud");
     const sshPortState = async (from: "peer" | "ctl") =>
@@ -155,14 +178,14 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
         (await w.hostExec("cloud", "echo $(wg show wg0 peers | wc -l) $(ip route show dev wg0 proto 77 | grep -c 192.168.201.0/24)")).stdout.trim();
 
     const applied = await lab.apply(overrides);
-    const outputs = applied.outputs as { gatewayPublicKey: string; gatewayEndpoint: string };
+    const outputs = applied.outputs as unknown as StackOutputs;
     lab.record(group, "apply creates the gateway", applied.executions.length > 0, `${applied.executions.length} steps, ${applied.wallMs} ms`);
     lab.record(group, "public key exported and valid", /^[A-Za-z0-9+/]{43}=$/.test(outputs.gatewayPublicKey), outputs.gatewayPublicKey);
     lab.record(group, "endpoint is the public address", outputs.gatewayEndpoint === `${LAB.cloudPublic.v4}:51820`, outputs.gatewayEndpoint);
     const keyMode = await w.hostExec("cloud", "stat -c %a /etc/wgexit/gateway/private.key");
     lab.record(group, "private key made on the host, mode 0600", keyMode.stdout.trim() === "600", keyMode.stdout.trim());
 
-    const wg = await lab.peerUp(outputs.gatewayPublicKey, outputs.gatewayEndpoint);
+    const wg = await lab.peerUp(outputs);
     try {
         if (opts.sabotage) await w.hostExec("cloud", "nft insert rule inet wgexit_gateway forward iifname wg0 accept");
         w.clearLog("srv-http-clients");

@@ -21,11 +21,12 @@ export const LAB = {
     home: { wanV4: "203.0.113.20", wanV6: "2001:db8:113::20", lanV4: "192.168.1.1", lanV6: "2001:db8:20::1", lanNet: "192.168.1.0/24", lanNetV6: "2001:db8:20::/64" },
     lanDevice: { v4: "192.168.1.50", v6: "2001:db8:20::50" },
     operator: { v4: "192.168.1.99", v6: "2001:db8:20::99" },
+    kvm: { v4: "192.168.1.10", v6: "2001:db8:20::10" },
     testPeer: { v4: "203.0.113.30", v6: "2001:db8:113::30", subnet: "192.168.200.0/24", subnetHost: "192.168.200.1", subnetV6: "fd66:200::/64", subnetHostV6: "fd66:200::1" },
 } as const;
 
-export type Role = "inet" | "srv" | "vcn" | "cloud" | "home" | "lan" | "ctl" | "peer";
-const ROLES: Role[] = ["inet", "srv", "vcn", "cloud", "home", "lan", "ctl", "peer"];
+export type Role = "inet" | "srv" | "vcn" | "cloud" | "home" | "lan" | "ctl" | "peer" | "kvm" | "guest";
+const ROLES: Role[] = ["inet", "srv", "vcn", "cloud", "home", "lan", "ctl", "peer", "kvm", "guest"];
 
 export interface SshHost {
     role: Role;
@@ -44,7 +45,7 @@ export interface WorldManifest {
     wgInterfaces: string[];
 }
 
-const PYTHON = fs.existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+export const PYTHON = fs.existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
 
 export class LabWorld {
     readonly daemons: Daemon[] = [];
@@ -155,6 +156,7 @@ EOF`);
         for (const [role, v4, v6] of [
             ["lan", LAB.lanDevice.v4, LAB.lanDevice.v6],
             ["ctl", LAB.operator.v4, LAB.operator.v6],
+            ["kvm", LAB.kvm.v4, LAB.kvm.v6],
         ] as [Role, string, string][]) {
             await this.attachToHomeLan(role, "eth0", v4, v6);
         }
@@ -179,6 +181,7 @@ EOF`);
         // The operator's SSH key, and sshd on the cloud box.
         await run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "wgexit-lab-operator", "-f", this.m.sshKey]);
         await this.startSshHost("cloud", LAB.cloudPrivate.v4);
+        await this.startSshHost("kvm", LAB.kvm.v4, { libvirt: true });
 
         await waitFor("lab servers", async () => {
             const r = await inNs(this.ns("srv"), `curl -s -m 1 http://${LAB.server.v4}:${LAB.server.httpPort}/`, { allowFail: true });
@@ -214,6 +217,17 @@ EOF`);
             ip route add default via ${LAB.home.lanV4} && ip -6 route add default via ${LAB.home.lanV6}`);
     }
 
+    /** A process the lab starts in a namespace mid-run; tracked by PID like the world's own. */
+    startLabDaemon(name: string, role: Role, argv: string[]): Daemon {
+        return this.daemon(name, role, argv);
+    }
+
+    async stopLabDaemon(d: Daemon): Promise<void> {
+        await stopPid(d.pid);
+        this.m.pids = this.m.pids.filter((p) => p.pid !== d.pid);
+        this.save();
+    }
+
     private daemon(name: string, role: Role, argv: string[]): Daemon {
         const d = startDaemon(name, ["ip", "netns", "exec", this.ns(role), ...argv], path.join(this.root, `${name}.out`));
         this.daemons.push(d);
@@ -227,7 +241,7 @@ EOF`);
      * (so /run/wireguard is not shared) and /etc is an overlay whose upper layer records
      * exactly what the program changed on this "host".
      */
-    async startSshHost(role: Role, address: string): Promise<SshHost> {
+    async startSshHost(role: Role, address: string, opts: { libvirt?: boolean } = {}): Promise<SshHost> {
         const dir = path.join(this.root, `host-${role}`);
         for (const d of ["etc-upper", "etc-work"]) fs.mkdirSync(path.join(dir, d), { recursive: true });
         await run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path.join(dir, "ssh_host_ed25519_key")]);
@@ -254,6 +268,7 @@ EOF`);
             `mount -n -t overlay overlay -o lowerdir=/etc,upperdir=${dir}/etc-upper,workdir=${dir}/etc-work /etc`,
             "mount -n -t tmpfs -o mode=755 lab-run /run",
             "mkdir -p /run/sshd",
+            ...(opts.libvirt ? this.libvirtBoot(dir) : []),
             `exec /usr/sbin/sshd -D -e -f ${dir}/sshd_config`,
         ].join(" && ");
         const d = this.daemon(`sshd-${role}`, role, ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", boot]);
@@ -266,6 +281,40 @@ EOF`);
             return r.code === 0;
         });
         return host;
+    }
+
+    /**
+     * libvirtd in the host's private mount namespace, on lab copies of its directories, as a
+     * stock Debian host runs it: the "default" NAT network autostarts. The lab's qemu.conf
+     * runs QEMU as root without cgroups or namespaces (there is no systemd here).
+     */
+    private libvirtBoot(dir: string): string[] {
+        const lv = path.join(dir, "libvirt");
+        const copies: [string, string][] = [
+            ["/etc/libvirt", "etc"],
+            ["/var/lib/libvirt", "lib"],
+            ["/var/log/libvirt", "log"],
+            ["/var/cache/libvirt", "cache"],
+        ];
+        for (const [from, to] of copies) fs.cpSync(from, path.join(lv, to), { recursive: true });
+        fs.appendFileSync(
+            path.join(lv, "etc", "qemu.conf"),
+            '\n# wgexit lab\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\ncgroup_controllers = [ ]\nnamespaces = [ ]\nstdio_handler = "file"\n',
+        );
+        fs.appendFileSync(path.join(lv, "etc", "libvirtd.conf"), '\n# wgexit lab\nauth_unix_rw = "none"\nauth_unix_ro = "none"\n');
+        const autostart = path.join(lv, "etc", "qemu", "networks", "autostart");
+        fs.mkdirSync(autostart, { recursive: true });
+        if (!fs.existsSync(path.join(autostart, "default.xml"))) fs.symlinkSync("/etc/libvirt/qemu/networks/default.xml", path.join(autostart, "default.xml"));
+        return [
+            ...copies.map(([target, from]) => `mount -n --bind ${lv}/${from} ${target}`),
+            "mkdir -p /run/libvirt",
+            "/usr/sbin/libvirtd --daemon",
+        ];
+    }
+
+    /** Runs virsh inside the KVM host. */
+    virsh(args: string, allowFail = false) {
+        return this.hostExec("kvm", `virsh -q ${args}`, allowFail);
     }
 
     /** Runs a command inside an SSH host's namespaces (network and mount), as root. */
@@ -284,14 +333,22 @@ EOF`);
         const state = await this.hostExec(
             role,
             [
-                "echo '# links'; ip -o link show | sed 's/^[0-9]*: //; s/ link\\/.*//'",
-                "echo '# addresses'; ip -o addr show | awk '{$1=\"\"; print}' | sed 's/ valid_lft.*//'",
+                // Names, MTUs and masters (carrier and DAD states settle on their own).
+                "echo '# links'; ip -o link show | awk '{m = \"\"; for (i = 1; i < NF; i++) { if ($i == \"mtu\") u = $(i + 1); if ($i == \"master\") m = $(i + 1) }; print $2, u, m}'",
+                "echo '# addresses'; ip -o addr show | awk '{$1=\"\"; print}' | sed 's/ valid_lft.*//; s/ tentative//'",
                 "echo '# rules'; ip rule show; ip -6 rule show",
-                "echo '# routes'; ip route show table all; ip -6 route show table all | grep -v '^local\\|^multicast\\|^anycast'",
+                "echo '# routes'; { ip -4 route show table all; ip -6 route show table all | grep -v '^local\\|^multicast\\|^anycast'; } | sed 's/ linkdown//'",
                 "echo '# nft'; nft list ruleset | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/'",
                 "echo '# iptables'; iptables-save 2>/dev/null | grep -v '^#' | sed 's/\\[[0-9]*:[0-9]*\\]//'",
                 "echo '# sysctl'; sysctl net.ipv4.ip_forward net.ipv6.conf.all.forwarding net.ipv6.conf.eth0.accept_ra 2>/dev/null",
-                "echo '# run'; find /run -mindepth 1 -not -path '/run/sshd*' -not -path '/run/wireguard' -printf '%p %y\\n' | sort",
+                "echo '# run'; find /run -mindepth 1 -not -path '/run/sshd*' -not -path '/run/wireguard' -not -path '/run/libvirt/*' -printf '%p %y\\n' | sort",
+                ...(role === "kvm"
+                    ? [
+                          "echo '# libvirt'; virsh -q list --all --name; virsh -q net-list --all --name; virsh -q pool-list --all --name",
+                          "echo '# libvirt state'; find /run/libvirt /var/lib/libvirt -not -name '*.pid' -not -name '*.sock*' -printf '%p %y\\n' | sort",
+                          "echo '# sysctl'; sysctl net.ipv6.conf.eth0.accept_ra",
+                      ]
+                    : []),
             ].join("; "),
         );
         // Overlay upper layer: directories that merely got copied up are not changes.

@@ -216,6 +216,8 @@ drop_policy_routing() {
 	local f
 	for f in 4 6; do
 		while ip "-$f" rule del pref "$ROUTE_TABLE" 2>/dev/null; do :; done
+		# flush leaves unreachable routes behind (IPv6), so the kill switch goes by name.
+		while ip "-$f" route del unreachable default table "$ROUTE_TABLE" 2>/dev/null; do :; done
 		ip "-$f" route flush table "$ROUTE_TABLE" 2>/dev/null || true
 	done
 }
@@ -256,6 +258,15 @@ Before=libvirtd.service virtqemud.service virtnetworkd.service libvirt-guests.se
 }
 
 remove() {
+	local dir file
+	# Guests and networks this role still holds go first, so remove leaves nothing even
+	# when it runs before their own delete steps.
+	for dir in "$ROLE_DIR"/guests/*/; do
+		if [ -e "$dir/guest.env" ]; then guest_remove "$(basename "$dir")"; fi
+	done
+	for file in "$ROLE_DIR"/networks/*.xml; do
+		if [ -e "$file" ]; then network_remove "$(basename "$file" .xml)"; fi
+	done
 	remove_unit
 	drop_table
 	drop_policy_routing
@@ -294,6 +305,8 @@ network_remove() {
 		virsh -q net-destroy "$name" >/dev/null 2>&1 || true
 		virsh -q net-undefine "$name" >/dev/null
 	fi
+	# libvirt leaves the network's runtime directory behind, empty.
+	rmdir "/run/libvirt/network/$name/ports" "/run/libvirt/network/$name" 2>/dev/null || true
 	rm -f "$ROLE_DIR/networks/$name.xml" "$ROLE_DIR/networks/$name.applied"
 }
 

@@ -4,6 +4,7 @@ import * as assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { labUnsupportedReason } from "../../lab/cli";
 import { type Check, formatMatrix, gatewayScenario, Lab } from "../../lab/lab";
+import { siteScenario } from "../../lab/siteScenario";
 
 const reason = labUnsupportedReason();
 if (reason) {
@@ -38,6 +39,12 @@ describe("lab", { skip: reason ? `LAB SKIPPED: ${reason}` : false }, () => {
     it("gateway on OCI: the cloud-init payload runs, Oracle's iptables rules survive", async () => {
         await gatewayScenario(lab, "oci");
         await assertGroup("gateway/oci");
+    });
+
+    it("KVM site: guests egress only through the tunnel, the host and the LAN stay sealed, a broken kill switch is caught, destroy is clean", async () => {
+        await siteScenario(lab);
+        await assertGroup("site/kvm");
+        assert.ok(lab.checks.some((c) => c.name.startsWith("the leak check fails when the kill switch is removed") && c.pass));
     });
 
     it("a sabotaged forward rule makes the matrix fail (the checks can fail)", async () => {

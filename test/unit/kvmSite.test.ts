@@ -50,6 +50,7 @@ const settings: SiteSettings = {
     routeTable: site.routeTable,
     networks: site.networks,
     allowInboundFrom: site.allowInboundFrom,
+    lanCidrs: site.lanCidrs,
     serveDns: false,
     poolDir: site.poolDir,
     domainType: "kvm",
@@ -89,6 +90,7 @@ describe("KVM site renderers", () => {
         assert.match(forward, /iifname "virbr-wg" oifname "wgexit0" ip6 saddr fd66:100::\/64 accept/);
         assert.match(forward, /iifname "wgexit0" oifname "virbr-wg" ip saddr \{ 10\.66\.0\.0\/24 \} ip daddr 192\.168\.100\.0\/24 ct state new accept/);
         assert.match(forward, /maxseg size set rt mtu/);
+        assert.match(forward.split("\n")[2], /iifname \{ "virbr-wg", "virbr-lab" \} ip daddr \{ 192\.168\.1\.0\/24 \} counter drop/, "the home network is refused first, even via the internet");
         const tail = forward.trim().split("\n").map((l) => l.trim()).slice(-6, -2);
         assert.deepEqual(
             tail.map((l) => l.replace(/ comment .*/, "")),
@@ -132,10 +134,10 @@ describe("KVM site renderers", () => {
         assert.doesNotMatch(renderNetworkXml(wgnet, { ...settings, serveDns: true }), /dns enable="no"|dnsmasq:option /);
     });
 
-    it("domain: virtio disk overlay, seed CD-ROM, virtio NIC on the network, logged serial console", () => {
+    it("domain: virtio disk overlay, read-only seed disk, virtio NIC on the network, logged serial console", () => {
         const xml = renderDomainXml(web, { network: "wgnet", poolDir: "/var/lib/libvirt/images/wgexit", domainType: "kvm" });
         assert.match(xml, /<source file="\/var\/lib\/libvirt\/images\/wgexit\/web\.qcow2"\/>\s*<target dev="vda" bus="virtio"\/>/);
-        assert.match(xml, /<source file="\/var\/lib\/libvirt\/images\/wgexit\/web-seed\.iso"\/>/);
+        assert.match(xml, /<source file="\/var\/lib\/libvirt\/images\/wgexit\/web-seed\.iso"\/>\s*<target dev="vdb" bus="virtio"\/>\s*<readonly\/>/);
         assert.match(xml, /<source network="wgnet"\/>\s*<mac address="52:54:00:[0-9a-f:]{8}"\/>\s*<model type="virtio"\/>/);
         assert.match(xml, /<serial type="pty">\s*<log file="\/var\/log\/libvirt\/qemu\/web-console\.log"/);
         assert.match(renderDomainXml(tiny, { network: "wgnet", poolDir: "/p", domainType: "qemu" }), /<kernel>\/srv\/boot\/vmlinuz<\/kernel>/);

@@ -1,0 +1,252 @@
+// The KVM site scenario of the matrix: the gateway plus the home site with a real libvirtd,
+// a namespace guest and a QEMU guest, then every isolation and leak check of the KVM-site
+// issue, re-apply, and a destroy that must leave the KVM host as it was.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { inNs, waitFor } from "./exec";
+import { buildGuestBootFiles, guestKernelMissingReason, namespaceGuestV6, startNamespaceGuest, stopNamespaceGuest } from "./guests";
+import { type Check, diffLines, Lab, type StackOutputs } from "./lab";
+import { LAB, PYTHON, type Role } from "./world";
+
+const SITE_TABLE_CMD = "/etc/wgexit/site/site.sh";
+const BRIDGE = "virbr-wg";
+const SITE_WG = "wgexit0";
+const HTTP = (host: string) => `http://${host.includes(":") ? `[${host}]` : host}:${LAB.server.httpPort}/`;
+
+/**
+ * Counts what a guest's probes would deliver to a namespace: new TCP connections, UDP and
+ * pings to its own addresses. Late replies of earlier flows (SYN-ACK retries, their ICMP
+ * errors) are not the guest's packets and are not counted.
+ */
+async function watchArrivals(lab: Lab, role: Role): Promise<() => Promise<number>> {
+    const ns = lab.world.ns(role);
+    await inNs(
+        ns,
+        `nft -f - <<'EOF'
+table inet wgexit_lab_watch {}
+delete table inet wgexit_lab_watch
+table inet wgexit_lab_watch {
+	chain input {
+		type filter hook input priority -400; policy accept;
+		fib daddr type local tcp flags syn / syn,ack counter
+		fib daddr type local meta l4proto udp counter
+		fib daddr type local icmp type echo-request counter
+		fib daddr type local icmpv6 type echo-request counter
+	}
+}
+EOF`,
+    );
+    return async () => {
+        const r = await inNs(ns, "nft list table inet wgexit_lab_watch; nft delete table inet wgexit_lab_watch");
+        return [...r.stdout.matchAll(/counter packets (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+    };
+}
+
+/** What a guest's traffic achieves: HTTP over IPv4 and IPv6, DNS, and the LAN device. */
+async function guestProbes(lab: Lab, resolver: string) {
+    const g = lab.world.ns("guest");
+    const curl = async (url: string, seconds = 3) => {
+        const r = await inNs(g, `curl -s -g -m ${seconds} ${url}`, { allowFail: true, timeoutMs: (seconds + 5) * 1000 });
+        return r.code === 0 ? r.stdout.trim() : undefined;
+    };
+    const dns = await inNs(g, `timeout 4 busybox nslookup example.test ${resolver}`, { allowFail: true });
+    return {
+        http4: await curl(HTTP(LAB.server.v4)),
+        http6: await curl(HTTP(LAB.server.v6)),
+        dns: dns.code === 0 && dns.stdout.includes(LAB.server.v4),
+        lan4: await curl(`http://${LAB.lanDevice.v4}/`, 2),
+        lan6: await curl(`http://[${LAB.lanDevice.v6}]/`, 2),
+    };
+}
+
+/** Guest traffic with the tunnel gone: nothing may arrive on the internet or the LAN. */
+async function leakCheck(lab: Lab, group: string, what: string, resolver: string): Promise<void> {
+    const internet = await watchArrivals(lab, "srv");
+    const lan = await watchArrivals(lab, "lan");
+    const p = await guestProbes(lab, resolver);
+    const [atServer, atLan] = [await internet(), await lan()];
+    const answered = Object.entries(p).filter(([, v]) => v).map(([k]) => k);
+    lab.record(group, `${what}: 0 guest packets reach the internet or the LAN (IPv4, IPv6, DNS)`, atServer === 0 && atLan === 0 && answered.length === 0, `internet saw ${atServer} packets, LAN saw ${atLan}, answered: ${answered.join(", ") || "none"}`);
+}
+
+export async function siteScenario(lab: Lab): Promise<void> {
+    const group = "site/kvm";
+    const w = lab.world;
+    const missing = guestKernelMissingReason();
+    if (missing) {
+        lab.record(group, "a guest kernel is available for the QEMU guest", false, missing);
+        return;
+    }
+    lab.guestFiles ??= await buildGuestBootFiles(w);
+    // The KVM host as a stock install leaves it: libvirtd with its default NAT network.
+    await waitFor("libvirt's default network", async () => (await w.virsh("net-list --name", true)).stdout.includes("default"), 30_000, 250);
+    await w.hostExec("kvm", "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1");
+    const before = await w.hostSnapshot("kvm");
+    const cloudBefore = await w.hostSnapshot("cloud");
+
+    const applied = await lab.apply({});
+    const outputs = applied.outputs as unknown as StackOutputs;
+    lab.record(group, "apply creates the gateway, the site, its network and guest", applied.executions.length >= 5, `${applied.executions.map((e) => e.key.split("::")[1]).join(", ")} in ${applied.wallMs} ms`);
+    const siteKey = outputs.sitePublicKeys?.home ?? "";
+    const keyOnHost = (await w.hostExec("kvm", "stat -c %a /etc/wgexit/site/private.key; cat /etc/wgexit/site/public.key")).stdout.trim().split("\n");
+    lab.record(group, "site key made on the host (0600), public key exported", keyOnHost[0] === "600" && keyOnHost[1] === siteKey && /^[A-Za-z0-9+/]{43}=$/.test(siteKey), siteKey);
+    const gwPeers = (await w.hostExec("cloud", "wg show wg0 peers")).stdout;
+    lab.record(group, "the gateway has the site as a peer", gwPeers.includes(siteKey), `${gwPeers.trim().split("\n").length} peers`);
+
+    // The QEMU guest booted from the program's domain XML while the apply finished; read its console.
+    const consoleLog = "/var/log/libvirt/qemu/qguest-console.log";
+    let consoleText = "";
+    await waitFor("the QEMU guest's probes", async () => {
+        consoleText = (await w.hostExec("kvm", `cat ${consoleLog} 2>/dev/null`, true)).stdout;
+        return consoleText.includes("WGEXIT DONE");
+    }, 240_000, 1000).catch(() => undefined);
+    const said = (key: string) => consoleText.match(new RegExp(`WGEXIT ${key} ?(.*)`))?.[1]?.trim() ?? "";
+    const qguestIp = outputs.siteGuests?.home?.qguest;
+    lab.record(group, "QEMU guest: static lease from libvirt's DHCP, tunnel MTU, configured resolver", said("LEASE").includes(`ip=${qguestIp}`) && said("LEASE").includes("mtu=1420") && said("LEASE").includes(`dns=${LAB.server.v4}`), said("LEASE") || consoleText.slice(-300));
+    lab.record(group, "QEMU guest: NoCloud seed built on the host and attached", said("SEED") === "local-hostname: qguest", said("SEED") || "no seed line");
+    lab.record(group, "QEMU guest egresses as the gateway (IPv4)", said("HTTP4") === LAB.cloudPublic.v4, `server saw ${said("HTTP4") || "nothing"}`);
+    lab.record(group, "QEMU guest egresses as the gateway (IPv6)", said("HTTP6") === LAB.cloudPublic.v6, `server saw ${said("HTTP6") || "nothing"}`);
+    const autostart = (await w.virsh("dominfo qguest", true)).stdout;
+    lab.record(group, "QEMU guest defined with autostart", /Autostart:\s+enable/.test(autostart), autostart.match(/Autostart:.*/)?.[0] ?? "not defined");
+
+    // The namespace guest: a NIC on the libvirt bridge.
+    const lease = await startNamespaceGuest(w, BRIDGE);
+    try {
+        lab.record(group, "namespace guest: lease from libvirt's DHCP pool, MTU and resolvers by DHCP", lease.ip.startsWith("192.168.100.") && Number(lease.ip.split(".")[3]) >= 128 && lease.mtu === "1420" && lease.dns.split(" ").includes(LAB.server.v4), `ip=${lease.ip} router=${lease.router} dns=${lease.dns} mtu=${lease.mtu}`);
+        const resolver = LAB.server.v4;
+        fs.writeFileSync(path.join(w.root, "resolver.log"), "");
+        const p = await guestProbes(lab, resolver);
+        const v6 = await namespaceGuestV6(w);
+        lab.record(group, "namespace guest egresses as the gateway (IPv4)", p.http4 === LAB.cloudPublic.v4, `server saw ${p.http4 ?? "nothing"}`);
+        lab.record(group, "namespace guest egresses as the gateway (IPv6)", p.http6 === LAB.cloudPublic.v6, `SLAAC ${v6}, server saw ${p.http6 ?? "nothing"}`);
+        const queries = fs.readFileSync(path.join(w.root, "resolver.log"), "utf8").split("\n").filter((l) => / from /.test(l) && /query\[/.test(l));
+        const sources = [...new Set(queries.map((l) => l.replace(/.* from /, "").trim()))];
+        lab.record(group, "DNS from a guest is seen by the resolver only from the gateway's address", p.dns && sources.length > 0 && sources.every((a) => a === LAB.cloudPublic.v4), `answered ${p.dns}, resolver saw ${sources.join(", ") || "nothing"}`);
+        lab.record(group, "guest → LAN device: blocked", !p.lan4 && !p.lan6 && w.readLog("lan-clients").length === 0, `answers ${p.lan4 ?? "none"}/${p.lan6 ?? "none"}, LAN device saw ${w.readLog("lan-clients").length}`);
+
+        // The host: every address it has, from the guest and from the gateway.
+        const hostAddresses = ["192.168.100.1", "fd66:100::1", LAB.kvm.v4, LAB.kvm.v6, outputs.peerAddresses.home.addressV4, outputs.peerAddresses.home.addressV6];
+        const open = async (role: Role, address: string) =>
+            (await inNs(w.ns(role), `timeout 3 bash -c '</dev/tcp/${address}/22' 2>/dev/null && echo open || echo closed`, { allowFail: true })).stdout.trim() === "open";
+        const fromGuest = [];
+        for (const a of hostAddresses) if (await open("guest", a)) fromGuest.push(a);
+        const dnsOnHost = await inNs(w.ns("guest"), "timeout 4 busybox nslookup example.test 192.168.100.1", { allowFail: true });
+        lab.record(group, "guest → every host address (bridge, LAN, tunnel): blocked", fromGuest.length === 0 && dnsOnHost.code !== 0, fromGuest.length ? `SSH open on ${fromGuest.join(", ")}` : `SSH closed on ${hostAddresses.length} addresses, host DNS ${dnsOnHost.code === 0 ? "answered" : "silent"}`);
+        const fromGateway = [];
+        for (const a of ["192.168.100.1", "fd66:100::1", outputs.peerAddresses.home.addressV4, outputs.peerAddresses.home.addressV6]) if (await open("cloud", a)) fromGateway.push(a);
+        lab.record(group, "gateway → every host address: blocked", fromGateway.length === 0, fromGateway.length ? `open on ${fromGateway.join(", ")}` : "closed on the bridge and tunnel addresses");
+
+        // The WireGuard network → guests, per allowInboundFrom.
+        const listener = await startGuestListener(lab);
+        const wg = await lab.peerUp(outputs);
+        try {
+            const fromPeer = async () => {
+                w.clearLog("guest-clients");
+                const body = await lab.httpFrom("peer", LAB.testPeer.subnetHost, `http://${lease.ip}/`, 5);
+                return { body, seen: w.readLog("guest-clients") };
+            };
+            const allowed = await fromPeer();
+            lab.record(group, "WireGuard network → guest: allowed (allowInboundFrom)", allowed.body === LAB.testPeer.subnetHost && allowed.seen.includes(LAB.testPeer.subnetHost), `guest saw ${allowed.seen.join(", ") || "nothing"}`);
+            const closed = await lab.apply({ sites: siteWith(lab, { allowInboundFrom: [] }) });
+            const denied = await fromPeer();
+            lab.record(group, "WireGuard network → guest: denied when configured off", denied.body === undefined && denied.seen.length === 0 && closed.executions.every((e) => e.key.endsWith("site-home-install")), `${closed.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", ")}; guest saw ${denied.seen.length}`);
+            await lab.apply({});
+        } finally {
+            await lab.peerDown(wg);
+            listener();
+        }
+
+        // A hostile gateway routes the LAN into the tunnel and sends, with several sources.
+        const lanWatch = await watchArrivals(lab, "lan");
+        w.clearLog("lan-clients");
+        await w.hostExec(
+            "cloud",
+            `wg set wg0 peer ${siteKey} allowed-ips ${outputs.peerAddresses.home.addressV4}/32,192.168.100.0/24,fd66:100::/64,${LAB.home.lanNet},${LAB.home.lanNetV6}
+            ip route add ${LAB.home.lanNet} dev wg0; ip -6 route add ${LAB.home.lanNetV6} dev wg0
+            ip addr add 192.168.1.77/32 dev wg0; ip addr add 192.168.100.77/32 dev wg0`,
+        );
+        for (const source of ["10.66.0.1", "192.168.1.77", "192.168.100.77"]) {
+            await inNs(w.ns("cloud"), `curl -s -m 2 --interface ${source} http://${LAB.lanDevice.v4}/; ping -c 2 -W 1 -I ${source} ${LAB.lanDevice.v4}; true`, { allowFail: true });
+        }
+        await inNs(w.ns("cloud"), `curl -s -g -m 2 http://[${LAB.lanDevice.v6}]/; ping -6 -c 2 -W 1 ${LAB.lanDevice.v6}; true`, { allowFail: true });
+        const hostileArrived = await lanWatch();
+        lab.record(group, "hostile gateway with LAN routes and allowed-ips → LAN device: 0 packets arrive", hostileArrived === 0 && w.readLog("lan-clients").length === 0, `LAN device saw ${hostileArrived} packets`);
+        await w.hostExec("cloud", `ip route del ${LAB.home.lanNet} dev wg0; ip -6 route del ${LAB.home.lanNetV6} dev wg0; ip addr del 192.168.1.77/32 dev wg0; ip addr del 192.168.100.77/32 dev wg0; /etc/wgexit/gateway/gateway.sh up`);
+
+        // A 4 MB download while the server drops "fragmentation needed".
+        await inNs(w.ns("srv"), `nft -f - <<'EOF'
+table inet wgexit_lab_pmtu {
+	chain input { type filter hook input priority -400; icmp type destination-unreachable icmp code frag-needed drop; icmpv6 type packet-too-big drop; }
+}
+EOF`);
+        const started = Date.now();
+        const download = await inNs(w.ns("guest"), `curl -s -m 60 -o /dev/null -w '%{size_download}' ${HTTP(LAB.server.v4)}bytes/4194304`, { allowFail: true, timeoutMs: 70_000 });
+        await inNs(w.ns("srv"), "nft delete table inet wgexit_lab_pmtu");
+        lab.record(group, "4 MB download completes while the server drops ICMP fragmentation-needed", download.stdout.trim() === "4194304", `${download.stdout.trim() || 0} bytes in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+
+        // Kill switch: the host's tunnel deleted, then the gateway dead.
+        await w.hostExec("kvm", `ip link del ${SITE_WG}`);
+        await leakCheck(lab, group, "site tunnel deleted", resolver);
+        await w.hostExec("kvm", `${SITE_TABLE_CMD} up`);
+        await w.hostExec("cloud", "ip link del wg0");
+        await leakCheck(lab, group, "gateway dead", resolver);
+        await w.hostExec("cloud", "/etc/wgexit/gateway/gateway.sh up");
+        await w.hostExec("kvm", `ip link del ${SITE_WG}`);
+        const caught = await sabotageKillSwitch(lab, resolver);
+        lab.record(group, "the leak check fails when the kill switch is removed (the checks can fail)", caught.pass === false, caught.detail);
+        await w.hostExec("kvm", `${SITE_TABLE_CMD} up`);
+        await waitFor("guest egress after the tunnel returns", async () => (await guestProbes(lab, resolver)).http4 === LAB.cloudPublic.v4, 30_000, 1000).catch(() => undefined);
+        const back = await guestProbes(lab, resolver);
+        lab.record(group, "egress resumes once tunnel and gateway are back", back.http4 === LAB.cloudPublic.v4, `server saw ${back.http4 ?? "nothing"}`);
+    } finally {
+        await stopNamespaceGuest(w);
+    }
+
+    const again = await lab.apply({});
+    lab.record(group, "re-apply changes nothing", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+
+    const destroyed = await lab.apply({}, true);
+    const after = await w.hostSnapshot("kvm");
+    lab.record(group, "destroy leaves the KVM host as it was (rules, routes, ruleset, links, files, libvirt)", before === after, before === after ? `identical after ${destroyed.executions.length} deletes` : diffLines(before, after));
+    const cloudAfter = await w.hostSnapshot("cloud");
+    lab.record(group, "destroy leaves the gateway host as it was", cloudBefore === cloudAfter, cloudBefore === cloudAfter ? "identical" : diffLines(cloudBefore, cloudAfter));
+}
+
+/** The committed site with some fields changed (the lab's guest files kept). */
+function siteWith(lab: Lab, change: Record<string, unknown>): unknown[] {
+    return (lab.baseOverrides().sites as Record<string, unknown>[]).map((s) => ({ ...s, ...change }));
+}
+
+/** An HTTP listener on the namespace guest that logs client addresses. */
+async function startGuestListener(lab: Lab): Promise<() => void> {
+    const w = lab.world;
+    w.clearLog("guest-clients");
+    const v4 = (await inNs(w.ns("guest"), "ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1")).stdout.trim();
+    const d = w.startLabDaemon("guest-http", "guest", [PYTHON, path.join(__dirname, "echo_server.py"), w.logPath("guest-clients"), "80", v4]);
+    await waitFor("the guest's listener", async () => (await inNs(w.ns("guest"), "ss -Htln 'sport = :80' | grep -q .", { allowFail: true })).code === 0);
+    return () => {
+        void w.stopLabDaemon(d);
+    };
+}
+
+/**
+ * The deliberately broken kill switch: its unreachable routes removed and both firewalls
+ * opened to the bridge. The same leak check must now fail; its result is returned.
+ */
+async function sabotageKillSwitch(lab: Lab, resolver: string): Promise<Check> {
+    const sabotage = new Lab(lab.world);
+    const w = lab.world;
+    await w.hostExec(
+        "kvm",
+        `ip route del unreachable default table 7700; ip -6 route del unreachable default table 7700
+        nft insert rule inet wgexit_site forward iifname ${BRIDGE} accept
+        iptables -I FORWARD 1 -i ${BRIDGE} -j ACCEPT; ip6tables -I FORWARD 1 -i ${BRIDGE} -j ACCEPT`,
+    );
+    await leakCheck(sabotage, "site/sabotage", "kill switch removed, site tunnel deleted", resolver);
+    await w.hostExec(
+        "kvm",
+        `iptables -D FORWARD -i ${BRIDGE} -j ACCEPT; ip6tables -D FORWARD -i ${BRIDGE} -j ACCEPT
+        nft delete table inet wgexit_site; rm -f /etc/wgexit/site/applied.nft`,
+    );
+    return sabotage.checks[0];
+}
