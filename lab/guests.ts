@@ -58,8 +58,9 @@ export async function startNamespaceGuest(world: LabWorld, bridge: string): Prom
             .map((l) => l.split("=") as [string, string]),
     ) as unknown as Lease;
     await waitFor("a SLAAC address on the namespace guest", async () => {
-        const r = await inNs(guest, "ip -6 -o addr show dev eth0 scope global", { allowFail: true });
-        return r.stdout.includes("inet6");
+        // Usable: past duplicate address detection, with the default route from the same RA.
+        const r = await inNs(guest, "ip -6 -o addr show dev eth0 scope global -tentative; ip -6 route show default", { allowFail: true });
+        return r.stdout.includes("inet6") && r.stdout.includes("default via");
     }, 20_000, 250);
     return lease;
 }

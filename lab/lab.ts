@@ -168,7 +168,9 @@ export class Lab {
 export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", opts: { sabotage?: boolean } = {}): Promise<void> {
     const group = `gateway/${placement}`;
     const w = lab.world;
-    const overrides = { ...(placement === "oci" ? lab.ociOverrides() : {}), sites: [] };
+    // The gateway alone: no site, so no peer may name one.
+    const peers = (lab.baseOverrides().peers as Record<string, unknown>[]).map((p) => ({ ...p, canReach: [] }));
+    const overrides = { ...(placement === "oci" ? lab.ociOverrides() : {}), sites: [], peers };
     if (placement === "oci") await w.hostExec("cloud", `iptables-restore <<'EOF'\n${OCI_STOCK_IPTABLES}\nEOF`);
     const before = await w.hostSnapshot("cloud");
     const sshPortState = async (from: "peer" | "ctl") =>
@@ -224,7 +226,7 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     const tunnelId = async () => (await w.hostExec("cloud", "cat /sys/class/net/wg0/ifindex; wg show wg0 listen-port")).stdout.trim();
     const idBefore = await tunnelId();
     const extraKey = (await run(["wg", "pubkey"], { input: (await run(["wg", "genkey"])).stdout })).stdout.trim();
-    const withExtra = { ...overrides, peers: [...(lab.baseOverrides().peers as object[]), { name: "extra", publicKey: extraKey, allowedIps: ["192.168.201.0/24"] }] };
+    const withExtra = { ...overrides, peers: [...peers, { name: "extra", publicKey: extraKey, allowedIps: ["192.168.201.0/24"] }] };
     const added = await lab.apply(withExtra);
     const peersNow = await peersAndExtraRoute();
     const onlyPeers = (r: typeof added) => r.executions.length > 0 && r.executions.every((e) => e.key.endsWith("::gateway-peers") && e.action === "update");
