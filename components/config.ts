@@ -86,6 +86,11 @@ const wgPublicKey = text("a 44-character base64 key from `wg pubkey`").superRefi
     }
 });
 
+const sshPublicKey = () =>
+    text('"ssh-ed25519 AAAA... you@laptop"').regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n]*)?$/, {
+        error: 'is not an OpenSSH public key; paste one line of ~/.ssh/id_ed25519.pub, for example "ssh-ed25519 AAAAC3Nza... you@laptop"',
+    });
+
 const connection = z
     .object(
         {
@@ -165,7 +170,7 @@ const guestSchema = z
         vcpus: z.number().int().min(1).default(1),
         diskGb: z.number().int().min(1).default(10),
         user: userName.default("debian"),
-        sshAuthorizedKeys: z.array(z.string()).default([]),
+        sshAuthorizedKeys: z.array(sshPublicKey()).default([]),
         // Direct kernel boot (no bootloader in the image), as used by appliance images and the lab.
         kernel: absolutePath('"/var/lib/libvirt/boot/vmlinuz"').optional(),
         initrd: absolutePath('"/var/lib/libvirt/boot/initrd.img"').optional(),
@@ -238,9 +243,7 @@ const KEY_SCHEMAS = {
     adminCidrs: z.array(cidr("any", '"203.0.113.7/32"'), { error: 'must be a list of CIDRs, for example ["203.0.113.7/32"]' }),
     allowWorldSsh: z.boolean({ error: "must be true or false" }),
     sshUser: userName,
-    sshPublicKey: text('"ssh-ed25519 AAAA... you@laptop"').regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n]*)?$/, {
-        error: 'is not an OpenSSH public key; paste one line of ~/.ssh/id_ed25519.pub, for example "ssh-ed25519 AAAAC3Nza... you@laptop"',
-    }),
+    sshPublicKey: sshPublicKey(),
     sshPrivateKey: text('"-----BEGIN OPENSSH PRIVATE KEY-----..."').regex(/-----BEGIN [A-Z ]*PRIVATE KEY-----/, {
         error: "is not a PEM/OpenSSH private key; set it with `pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`",
     }),

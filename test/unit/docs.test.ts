@@ -60,7 +60,7 @@ describe("docs and declarations", () => {
             assert.fail("placeholders should not validate");
         } catch (e) {
             assert.ok(e instanceof ConfigError);
-            for (const p of e.problems) assert.match(p.key, /compartmentId|adminCidrs|sshPublicKey|sshPrivateKey|publicKey/, `${p.key}: ${p.message}`);
+            for (const p of e.problems) assert.match(p.key, /compartmentId|adminCidrs|sshPublicKey|sshPrivateKey|publicKey|connection\.host|sshAuthorizedKeys/, `${p.key}: ${p.message}`);
         }
     });
 });
