@@ -61,7 +61,12 @@ async function main(): Promise<number> {
         console.log(`  pulumi stack select lab   # or: pulumi stack init lab`);
         console.log(`  pulumi config set --secret sshPrivateKey < ${lab.world.sshKeyFile}`);
         console.log(`  pulumi config set --path 'peers[0].publicKey' ${lab.peerPublicKey}`);
-        for (const [field, file] of Object.entries(lab.guestFiles ?? {})) console.log(`  pulumi config set --path 'sites[0].networks[0].guests[0].${field}' ${file}`);
+        const files = lab.guestFiles;
+        if (files) {
+            for (const [field, value] of [["image", files.imageUrl], ["kernel", files.kernel], ["initrd", files.initrd]]) {
+                console.log(`  pulumi config set --path 'sites[0].networks[0].guests[0].${field}' ${value}`);
+            }
+        }
         console.log(`  pulumi up -s lab`);
         console.log(`Remove it with: sudo npm run lab -- --down`);
         return lab.checks.some((c) => !c.pass) ? 1 : 0;

@@ -1,20 +1,24 @@
 """Lab HTTP server: answers with the client's address and logs every connection.
 
-Usage: echo_server.py LOGFILE PORT ADDRESS [ADDRESS ...]
+Usage: echo_server.py [--files=DIR] LOGFILE PORT ADDRESS [ADDRESS ...]
   GET /            -> the client address as seen here
   GET /bytes/N     -> N bytes (for download tests)
+  GET /files/NAME  -> the file DIR/NAME (the lab's "internet" download site)
 Every accepted connection is logged as "<client address>" on its own line, so a test
 can prove that nothing arrived (an empty log) as well as what did.
 """
 import http.server
+import os
 import socket
 import socketserver
 import sys
 import threading
 
-LOG = sys.argv[1]
-PORT = int(sys.argv[2])
-ADDRESSES = sys.argv[3:]
+ARGS = sys.argv[1:]
+FILES = ARGS.pop(0)[len("--files="):] if ARGS and ARGS[0].startswith("--files=") else None
+LOG = ARGS[0]
+PORT = int(ARGS[1])
+ADDRESSES = ARGS[2:]
 lock = threading.Lock()
 
 
@@ -30,6 +34,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         client = self.client_address[0]
         if client.startswith("::ffff:"):
             client = client[7:]
+        if FILES and self.path.startswith("/files/"):
+            name = os.path.basename(self.path)
+            try:
+                with open(os.path.join(FILES, name), "rb") as f:
+                    data = f.read()
+            except OSError:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if self.path.startswith("/bytes/"):
             size = int(self.path.split("/")[2])
             self.send_response(200)

@@ -78,7 +78,8 @@ export async function stopNamespaceGuest(world: LabWorld): Promise<void> {
 export interface GuestBootFiles {
     kernel: string;
     initrd: string;
-    image: string;
+    /** The base image, as the lab internet serves it. */
+    imageUrl: string;
 }
 
 function findKernel(): { vmlinuz: string; modules: string } | undefined {
@@ -183,9 +184,9 @@ export async function buildGuestBootFiles(world: LabWorld): Promise<GuestBootFil
     fs.writeFileSync(path.join(tree, "udhcpc.sh"), GUEST_UDHCPC, { mode: 0o755 });
     const initrd = path.join(dir, "initrd.gz");
     await run(["sh", "-c", `cd '${tree}' && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 > '${initrd}'`]);
-    const image = path.join(dir, "base.qcow2");
-    await run(["qemu-img", "create", "-q", "-f", "qcow2", image, "64M"]);
+    if (dir !== world.filesDir) throw new Error("the lab web server serves the guest files from world.filesDir");
+    await run(["qemu-img", "create", "-q", "-f", "qcow2", path.join(dir, "base.qcow2"), "64M"]);
     const vmlinuz = path.join(dir, "vmlinuz");
     fs.copyFileSync(kernel.vmlinuz, vmlinuz);
-    return { kernel: vmlinuz, initrd, image };
+    return { kernel: vmlinuz, initrd, imageUrl: `http://${LAB.server.v4}:${LAB.server.httpPort}/files/base.qcow2` };
 }

@@ -72,7 +72,8 @@ export class Lab {
         const files = this.guestFiles;
         const sites = (file["wgexit:sites"] as SiteInput[]).map((site) => ({
             ...site,
-            networks: site.networks.map((n) => ({ ...n, guests: (n.guests ?? []).map((g) => (files ? { ...g, ...files } : g)) })),
+            // The base image comes from the lab internet by URL, like a cloud image would.
+            networks: site.networks.map((n) => ({ ...n, guests: (n.guests ?? []).map((g) => (files ? { ...g, kernel: files.kernel, initrd: files.initrd, image: files.imageUrl } : g)) })),
         }));
         return { sshPrivateKey: fs.readFileSync(this.world.sshKeyFile, "utf8"), peers, sites };
     }

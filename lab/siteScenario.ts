@@ -84,12 +84,17 @@ export async function siteScenario(lab: Lab): Promise<void> {
     const before = await w.hostSnapshot("kvm");
     const cloudBefore = await w.hostSnapshot("cloud");
 
+    w.clearLog("srv-http-clients");
     const applied = await lab.apply({});
     const outputs = applied.outputs as unknown as StackOutputs;
     lab.record(group, "apply creates the gateway, the site, its network and guest", applied.executions.length >= 5, `${applied.executions.map((e) => e.key.split("::")[1]).join(", ")} in ${applied.wallMs} ms`);
     const siteKey = outputs.sitePublicKeys?.home ?? "";
     const keyOnHost = (await w.hostExec("kvm", "stat -c %a /etc/wgexit/site/private.key; cat /etc/wgexit/site/public.key")).stdout.trim().split("\n");
     lab.record(group, "site key made on the host (0600), public key exported", keyOnHost[0] === "600" && keyOnHost[1] === siteKey && /^[A-Za-z0-9+/]{43}=$/.test(siteKey), siteKey);
+    const httpClients = w.readLog("srv-http-clients");
+    const pool = (await w.hostExec("kvm", "ls /var/lib/libvirt/images/wgexit; virsh -q vol-list wgexit | awk '{print $1}'")).stdout.split("\n").filter(Boolean);
+    lab.record(group, "base image fetched by URL into the storage pool, overlay and seed beside it", ["base-base.qcow2", "qguest.qcow2", "qguest-seed.iso"].every((f) => pool.filter((p) => p === f).length === 2), pool.join(" "));
+    lab.record(group, "the host's own traffic (the image download) leaves by its own uplink", httpClients.includes(LAB.home.wanV4), `web server saw ${[...new Set(httpClients)].join(", ")}`);
     const gwPeers = (await w.hostExec("cloud", "wg show wg0 peers")).stdout;
     lab.record(group, "the gateway has the site as a peer", gwPeers.includes(siteKey), `${gwPeers.trim().split("\n").length} peers`);
 

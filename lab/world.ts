@@ -167,7 +167,7 @@ EOF`);
 
         // Servers: the echo web server and a resolver on the internet; listeners that must stay silent.
         fs.writeFileSync(path.join(this.root, "resolver.log"), "");
-        this.daemon("srv-http", "srv", [PYTHON, path.join(__dirname, "echo_server.py"), this.logPath("srv-http-clients"), String(LAB.server.httpPort), LAB.server.v4, LAB.server.v6]);
+        this.daemon("srv-http", "srv", [PYTHON, path.join(__dirname, "echo_server.py"), `--files=${this.filesDir}`, this.logPath("srv-http-clients"), String(LAB.server.httpPort), LAB.server.v4, LAB.server.v6]);
         this.daemon("srv-dns", "srv", [
             "dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root", "--pid-file=",
             `--listen-address=${LAB.server.v4}`, `--listen-address=${LAB.server.v6}`,
@@ -188,6 +188,11 @@ EOF`);
             return r.code === 0;
         });
         this.clearLog("srv-http-clients");
+    }
+
+    /** What the lab internet's web server offers under /files/ (the guest's base image). */
+    get filesDir(): string {
+        return path.join(this.root, "guest-boot");
     }
 
     logPath(name: string): string {
