@@ -26,7 +26,15 @@ export class GuestVm extends pulumi.ComponentResource {
         const up = renderGuestUpCommand(args.guest, args.network, args.settings);
         const step = hostStep(
             `${name}-domain`,
-            { connection: args.connection, create: up, update: up, delete: renderGuestRemoveCommand(args.guest) },
+            {
+                connection: args.connection,
+                create: up,
+                // Memory, CPUs, seed or boot settings: redefined in place (effective at the next boot).
+                update: up,
+                delete: renderGuestRemoveCommand(args.guest),
+                // A new image, disk size, MAC or network makes a new guest: Pulumi shows a replace.
+                triggers: [args.guest.image, args.guest.diskGb, args.guest.mac, args.network.name],
+            },
             { parent: this, dependsOn: args.after },
         );
         this.address = args.guest.addressV4;

@@ -358,7 +358,12 @@ guest_up() {
 	virsh -q pool-refresh "$POOL_NAME" >/dev/null
 	set_lease "$NETWORK" "$MAC" "$ADDRESS" "$name"
 	virsh -q define "$dir/domain.xml" >/dev/null
-	if ! virsh -q domstate "$name" | grep -q '^running'; then virsh -q start "$name" >/dev/null; fi
+	if ! virsh -q domstate "$name" | grep -q '^running'; then
+		virsh -q start "$name" >/dev/null
+	elif [ -e "$dir/domain.applied" ] && ! cmp -s "$dir/domain.xml" "$dir/domain.applied"; then
+		log "guest $name: new definition saved; it takes effect at the guest's next boot (virsh reboot $name)"
+	fi
+	cp -f "$dir/domain.xml" "$dir/domain.applied"
 	virsh -q autostart "$name" >/dev/null
 }
 

@@ -210,4 +210,17 @@ describe("KvmSite under mocks", () => {
         assert.deepEqual(run.outputs.siteGuests, { home: { web: "192.168.100.10", tiny: "192.168.100.11" } });
         for (const r of run.registrations) assert.doesNotMatch(JSON.stringify(r.inputs), /PrivateKey = [A-Za-z0-9+/]{43}=/);
     });
+
+    it("adding a guest changes only that guest's step; a new image replaces the guest", async () => {
+        const commands = (run: Awaited<ReturnType<typeof runProgram>>) =>
+            new Map(run.registrations.filter((r) => r.type === "command:remote:Command").map((r) => [r.name, JSON.stringify(r.inputs)]));
+        const before = commands(await runProgram({ ...baseConfig("existing"), sites: [SITE] }));
+        const [wgnet, lab] = SITE.networks;
+        const grown = { ...SITE, networks: [{ ...wgnet, guests: [...wgnet.guests, { name: "extra", image: "/srv/images/base.qcow2" }] }, lab] };
+        const after = commands(await runProgram({ ...baseConfig("existing"), sites: [grown] }));
+        const changed = [...after.keys()].filter((k) => before.get(k) !== after.get(k));
+        assert.deepEqual(changed, ["site-home-guest-extra-domain"]);
+        const guest = (await runProgram({ ...baseConfig("existing"), sites: [SITE] })).registrations.find((r) => r.name === "site-home-guest-web-domain");
+        assert.deepEqual((guest?.inputs.triggers as unknown[]).slice(0, 2), [SITE.networks[0].guests[0].image, 10], "image and disk size are replace triggers");
+    });
 });
