@@ -19,24 +19,25 @@ import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, PEER_KEY, runProgram, TEST
 import { matchSnapshot } from "../helpers/snapshot";
 import { canRunNft, cloudInitSchema, have, nftCheck, shellcheck, virtXmlValidate } from "../helpers/tools";
 
+const WEB_GUEST = { name: "web", image: "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2", sshAuthorizedKeys: [TEST_SSH_PUBLIC_KEY] };
+const WGNET = {
+    name: "wgnet",
+    bridge: "virbr-wg",
+    cidr: "192.168.100.0/24",
+    cidrV6: "fd66:100::/64",
+    guests: [
+        WEB_GUEST,
+        { name: "tiny", image: "/srv/images/base.qcow2", kernel: "/srv/boot/vmlinuz", initrd: "/srv/boot/initrd.gz", cmdline: "console=ttyS0 panic=-1", memoryMb: 256 },
+    ] as Record<string, unknown>[],
+};
+const LABNET = { name: "lab", bridge: "virbr-lab", cidr: "192.168.101.0/24", resolvers: ["9.9.9.9"] };
+
 export const SITE = {
     name: "home",
     connection: { host: "192.168.1.10", user: "root" },
     lanCidrs: ["192.168.1.0/24"],
     allowInboundFrom: ["10.66.0.0/24", "fd66:66:66::/64"],
-    networks: [
-        {
-            name: "wgnet",
-            bridge: "virbr-wg",
-            cidr: "192.168.100.0/24",
-            cidrV6: "fd66:100::/64",
-            guests: [
-                { name: "web", image: "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2", sshAuthorizedKeys: [TEST_SSH_PUBLIC_KEY] },
-                { name: "tiny", image: "/srv/images/base.qcow2", kernel: "/srv/boot/vmlinuz", initrd: "/srv/boot/initrd.gz", cmdline: "console=ttyS0 panic=-1", memoryMb: 256 },
-            ],
-        },
-        { name: "lab", bridge: "virbr-lab", cidr: "192.168.101.0/24", resolvers: ["9.9.9.9"] },
-    ],
+    networks: [WGNET, LABNET] as Record<string, unknown>[],
 };
 
 const config = parseStackConfig(encodeConfig({ ...baseConfig("existing"), sites: [SITE] }, "wgexit:"));
@@ -215,12 +216,12 @@ describe("KvmSite under mocks", () => {
         const commands = (run: Awaited<ReturnType<typeof runProgram>>) =>
             new Map(run.registrations.filter((r) => r.type === "command:remote:Command").map((r) => [r.name, JSON.stringify(r.inputs)]));
         const before = commands(await runProgram({ ...baseConfig("existing"), sites: [SITE] }));
-        const [wgnet, lab] = SITE.networks;
-        const grown = { ...SITE, networks: [{ ...wgnet, guests: [...wgnet.guests, { name: "extra", image: "/srv/images/base.qcow2" }] }, lab] };
+        const grown = { ...SITE, networks: [{ ...WGNET, guests: [...WGNET.guests, { name: "extra", image: "/srv/images/base.qcow2" }] }, LABNET] };
         const after = commands(await runProgram({ ...baseConfig("existing"), sites: [grown] }));
         const changed = [...after.keys()].filter((k) => before.get(k) !== after.get(k));
         assert.deepEqual(changed, ["site-home-guest-extra-domain"]);
         const guest = (await runProgram({ ...baseConfig("existing"), sites: [SITE] })).registrations.find((r) => r.name === "site-home-guest-web-domain");
-        assert.deepEqual((guest?.inputs.triggers as unknown[]).slice(0, 2), [SITE.networks[0].guests[0].image, 10], "image and disk size are replace triggers");
+        assert.ok(guest, "the guest's domain step exists");
+        assert.deepEqual((guest.inputs.triggers as unknown[]).slice(0, 2), [WEB_GUEST.image, 10], "image and disk size are replace triggers");
     });
 });
