@@ -5,18 +5,19 @@ import { CloudGateway } from "./components/cloudGateway";
 import { gatewayPeerFor } from "./components/cloudGateway.render";
 import { loadStackConfig } from "./components/config";
 import { KvmSite } from "./components/kvmSite";
+import { LaptopClient } from "./components/laptopClient";
 
 const config = loadStackConfig();
 const sshPrivateKey = new pulumi.Config().requireSecret("sshPrivateKey");
 
-// The gateway needs each site's public key and each site needs the gateway's: the sites'
-// keys are promised here and delivered once the sites exist (no resource cycle: the site
-// installs before the gateway's peer step).
-const siteKeys = new Map(config.sites.map((s) => [s.name, pulumi.deferredOutput<string>()]));
+// The gateway needs each site's and laptop VM's public key and they need the gateway's: their
+// keys are promised here and delivered once they exist (no resource cycle: they install
+// before the gateway's peer step).
+const hostKeys = new Map([...config.sites, ...config.laptops].map((s) => [s.name, pulumi.deferredOutput<string>()]));
 const peerKeys = new Map(config.peers.map((p) => [p.name, p.publicKey]));
 const gatewayPeers = config.tunnelPeers.map((p) => ({
     ...gatewayPeerFor(p, config.tunnelPeers),
-    publicKey: p.kind === "site" ? (siteKeys.get(p.name)?.[0] as pulumi.Output<string>) : (peerKeys.get(p.name) as string),
+    publicKey: p.kind === "peer" ? (peerKeys.get(p.name) as string) : (hostKeys.get(p.name)?.[0] as pulumi.Output<string>),
 }));
 
 const gateway = new CloudGateway("gateway", {
@@ -42,8 +43,23 @@ const sites = config.sites.map((site) => {
         gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint },
         sshPrivateKey,
     });
-    siteKeys.get(site.name)?.[1](kvm.publicKey);
+    hostKeys.get(site.name)?.[1](kvm.publicKey);
     return { name: site.name, kvm };
+});
+
+const laptops = config.laptops.map((laptop) => {
+    const tunnelPeer = config.tunnelPeers.find((p) => p.kind === "laptop" && p.name === laptop.name);
+    if (!tunnelPeer) throw new Error(`laptop ${laptop.name} has no tunnel address`);
+    const client = new LaptopClient(`laptop-${laptop.name}`, {
+        laptop,
+        addressV4: tunnelPeer.addressV4,
+        addressV6: tunnelPeer.addressV6,
+        tunnelMtu: config.gateway.tunnelMtu,
+        gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint, publicAddress: gateway.publicAddress, listenPort: config.gateway.listenPort },
+        sshPrivateKey,
+    });
+    hostKeys.get(laptop.name)?.[1](client.publicKey);
+    return { name: laptop.name, client };
 });
 
 export const gatewayPublicKey = gateway.publicKey;
@@ -61,3 +77,4 @@ export const peerAddresses = Object.fromEntries(
 );
 export const sitePublicKeys = Object.fromEntries(sites.map((s) => [s.name, s.kvm.publicKey]));
 export const siteGuests = Object.fromEntries(sites.map((s) => [s.name, s.kvm.guestAddresses]));
+export const laptopPublicKeys = Object.fromEntries(laptops.map((l) => [l.name, l.client.publicKey]));

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { type Cidr, type Family, hasHostBits, hostAt, overlaps, parseCidr, size } from "./net";
+import { type Cidr, type Family, hasHostBits, hostAt, isAddress, overlaps, parseCidr, size } from "./net";
 
 export const PROJECT = "wgexit";
 
@@ -213,6 +213,32 @@ const siteSchema = z
     })
     .strict();
 
+const address = (family: Family, example: string) =>
+    text(example).refine((value) => isAddress(value, family), { error: `must be an IPv${family} address, for example ${example}` });
+
+const laptopSchema = z
+    .object({
+        name: name('"laptop"'),
+        os: z.enum(["linux", "macos"], { error: 'must be "linux" or "macos"' }),
+        // The local Linux VM that holds the tunnel, and the laptop itself, both over SSH.
+        vm: connection,
+        laptop: connection,
+        // The laptop↔VM link (a host-only or shared VM network): the laptop's and the VM's addresses on it.
+        laptopAddress: address(4, '"192.168.64.1"'),
+        vmAddress: address(4, '"192.168.64.2"'),
+        laptopAddressV6: address(6, '"fd66:64::1"').optional(),
+        vmAddressV6: address(6, '"fd66:64::2"').optional(),
+        // The VM's interface on that link (Linux name).
+        vmLink: interfaceName('"enp0s1"').default("eth0"),
+        wgInterface: interfaceName('"wgexit1"').default("wgexit1"),
+        hostIndex: z.number().int().min(2).optional(),
+        resolver: address(4, '"9.9.9.9"').default("9.9.9.9"),
+        routeTable: z.number().int().min(1).max(2147483647).refine((t) => t < 253 || t > 255, { error: "253-255 are the kernel's own tables; use another, for example 7701" }).default(7701),
+        // macOS: the network service whose DNS is set, as `networksetup -listallnetworkservices` names it.
+        networkService: text('"Wi-Fi"').regex(/^[A-Za-z0-9 ._()-]{1,64}$/, { error: 'must be a network service name such as "Wi-Fi"' }).default("Wi-Fi"),
+    })
+    .strict();
+
 const peerSchema = z
     .object({
         name: name('"phone"'),
@@ -252,6 +278,7 @@ const KEY_SCHEMAS = {
     ovh: ovhSchema,
     peers: z.array(peerSchema, { error: "must be a list of peers" }),
     sites: z.array(siteSchema, { error: "must be a list of sites" }),
+    laptops: z.array(laptopSchema, { error: "must be a list of laptops" }),
 } as const;
 
 export type ConfigKey = keyof typeof KEY_SCHEMAS;
@@ -261,6 +288,7 @@ export type SiteConfig = z.output<typeof siteSchema>;
 export type NetworkConfig = z.output<typeof networkSchema>;
 export type GuestConfig = z.output<typeof guestSchema>;
 export type PeerConfig = z.output<typeof peerSchema>;
+export type LaptopConfig = z.output<typeof laptopSchema>;
 export type ConnectionConfig = z.output<typeof connection>;
 export type OciConfig = z.output<typeof ociSchema>;
 export type OvhConfig = z.output<typeof ovhSchema>;
@@ -268,7 +296,7 @@ export type OvhConfig = z.output<typeof ovhSchema>;
 /** A tunnel peer of the gateway with its allocated addresses. */
 export interface TunnelPeer {
     name: string;
-    kind: "site" | "peer";
+    kind: "site" | "peer" | "laptop";
     hostIndex: number;
     addressV4: string;
     addressV6: string;
@@ -299,6 +327,7 @@ export interface StackConfig {
     ovh?: OvhConfig;
     peers: PeerConfig[];
     sites: ResolvedSite[];
+    laptops: LaptopConfig[];
     tunnelPeers: TunnelPeer[];
 }
 
@@ -435,9 +464,15 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
     });
 
     const sites = resolveSites(v.sites ?? [], problems);
-    const tunnelPeers = allocatePeers(v.sites ?? [], v.peers ?? [], v.tunnelCidr, v.tunnelCidrV6, problems);
+    const tunnelPeers = allocatePeers(v.sites ?? [], v.peers ?? [], v.laptops ?? [], v.tunnelCidr, v.tunnelCidrV6, problems);
+    (v.laptops ?? []).forEach((l, i) => {
+        if (l.laptopAddressV6 === undefined !== (l.vmAddressV6 === undefined)) {
+            problems.push({ key: `${PROJECT}:laptops[${i}].${l.vmAddressV6 ? "laptopAddressV6" : "vmAddressV6"}`, message: "set both laptopAddressV6 and vmAddressV6 (IPv6 through the VM), or neither (the laptop's IPv6 is then blocked)" });
+        }
+        if (l.laptopAddress === l.vmAddress) problems.push({ key: `${PROJECT}:laptops[${i}].vmAddress`, message: "must differ from laptopAddress" });
+    });
     checkOverlaps(v, problems);
-    checkNames(v.sites ?? [], v.peers ?? [], problems);
+    checkNames(v.sites ?? [], v.peers ?? [], v.laptops ?? [], problems);
 
     if (problems.length > 0) throw new ConfigError(problems);
 
@@ -464,6 +499,7 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         ovh: placement === "ovh" ? v.ovh : undefined,
         peers: v.peers ?? [],
         sites,
+        laptops: v.laptops ?? [],
         tunnelPeers,
     };
 }
@@ -534,6 +570,7 @@ function derivedMac(seed: string): string {
 function allocatePeers(
     sites: SiteConfig[],
     peers: PeerConfig[],
+    laptops: LaptopConfig[],
     tunnelCidr: string | undefined,
     tunnelCidrV6: string | undefined,
     problems: ConfigProblem[],
@@ -557,6 +594,15 @@ function allocatePeers(
             hostIndex: p.hostIndex,
             routed: p.allowedIps,
             canReach: p.canReach,
+        })),
+        // A laptop's VM masquerades the laptop into its own tunnel address: nothing else is routed.
+        ...laptops.map((l, i) => ({
+            key: `${PROJECT}:laptops[${i}]`,
+            name: l.name,
+            kind: "laptop" as const,
+            hostIndex: l.hostIndex,
+            routed: [] as string[],
+            canReach: [] as string[],
         })),
     ];
     const maxIndex = Math.min(Number(size(v4)), Number(size(v6))) - 2;
@@ -640,7 +686,7 @@ function checkOverlaps(v: Partial<Record<ConfigKey, unknown>>, problems: ConfigP
     }
 }
 
-function checkNames(sites: SiteConfig[], peers: PeerConfig[], problems: ConfigProblem[]): void {
+function checkNames(sites: SiteConfig[], peers: PeerConfig[], laptops: LaptopConfig[], problems: ConfigProblem[]): void {
     const seen = new Map<string, string>();
     const claim = (key: string, value: string, kind: string) => {
         const prior = seen.get(`${kind}:${value}`);
@@ -659,6 +705,9 @@ function checkNames(sites: SiteConfig[], peers: PeerConfig[], problems: ConfigPr
                 claim(`${PROJECT}:sites[${i}].networks[${j}].guests[${k}].name`, `${s.name}/${g.name}`, "guest");
             });
         });
+    });
+    laptops.forEach((l, i) => {
+        claim(`${PROJECT}:laptops[${i}].name`, l.name, "peer");
     });
     const peerNames = new Set([...sites.map((s) => s.name), ...peers.map((p) => p.name)]);
     peers.forEach((p, i) => {

@@ -1,9 +1,12 @@
-// npm run lab [-- --json] [-- --keep] [-- --down] [-- --only=gateway|site]
+// npm run lab [-- --json] [-- --keep] [-- --down] [-- --only=gateway|site|laptop]
 // Builds the namespace world, applies the lab stack with the real program, prints the
 // isolation and leak matrix, then destroys everything and proves nothing is left.
 import { formatMatrix, gatewayScenario, Lab } from "./lab";
+import { laptopScenario } from "./laptopScenario";
 import { siteScenario } from "./siteScenario";
 import { LabWorld } from "./world";
+
+const SCENARIOS = ["gateway", "site", "laptop"];
 
 export function labUnsupportedReason(): string | undefined {
     if (process.platform !== "linux") return `the lab needs Linux network namespaces (this is ${process.platform})`;
@@ -25,6 +28,10 @@ async function down(): Promise<number> {
 async function main(): Promise<number> {
     const args = new Set(process.argv.slice(2));
     const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
+    if (only !== undefined && !SCENARIOS.includes(only)) {
+        console.error(`--only=${only}: unknown scenario; use one of ${SCENARIOS.join(", ")}`);
+        return 2;
+    }
     const reason = labUnsupportedReason();
     if (reason) {
         console.error(`LAB SKIPPED: ${reason}`);
@@ -42,11 +49,12 @@ async function main(): Promise<number> {
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
     try {
-        if (only !== "site") {
+        if (only === undefined || only === "gateway") {
             await gatewayScenario(lab, "existing");
             await gatewayScenario(lab, "oci");
         }
-        if (only !== "gateway") await siteScenario(lab);
+        if (only === undefined || only === "site") await siteScenario(lab);
+        if (only === undefined || only === "laptop") await laptopScenario(lab);
     } catch (e) {
         lab.record("lab", "scenarios ran to the end", false, (e as Error).message);
         console.error((e as Error).message);

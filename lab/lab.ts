@@ -30,12 +30,13 @@ export interface StackOutputs {
     peerAddresses: Record<string, { addressV4: string; addressV6: string }>;
     sitePublicKeys: Record<string, string>;
     siteGuests: Record<string, Record<string, string>>;
+    laptopPublicKeys: Record<string, string>;
 }
 
 const REPO = path.join(__dirname, "..");
 
 /** The committed lab stack's config ("wgexit:key" → value). */
-function labStackFile(): Record<string, unknown> {
+export function labStackFile(): Record<string, unknown> {
     return (parseYaml(fs.readFileSync(path.join(REPO, "Pulumi.lab.yaml"), "utf8")) as { config: Record<string, unknown> }).config;
 }
 
@@ -66,7 +67,10 @@ export class Lab {
         return path.join(this.world.root, "state.json");
     }
 
-    /** The config overrides every lab stack needs: this run's keys and guest boot files. */
+    /**
+     * The config overrides every lab stack needs: this run's keys and guest boot files. The
+     * laptop is applied only by its own scenario (it reroutes a whole host).
+     */
     baseOverrides(file = labStackFile()): Overrides {
         const peers = (file["wgexit:peers"] as Record<string, unknown>[]).map((p) => (p.name === "labpeer" ? { ...p, publicKey: this.peerPublicKey } : p));
         const files = this.guestFiles;
@@ -75,7 +79,7 @@ export class Lab {
             // The base image comes from the lab internet by URL, like a cloud image would.
             networks: site.networks.map((n) => ({ ...n, guests: (n.guests ?? []).map((g) => (files ? { ...g, kernel: files.kernel, initrd: files.initrd, image: files.imageUrl } : g)) })),
         }));
-        return { sshPrivateKey: fs.readFileSync(this.world.sshKeyFile, "utf8"), peers, sites };
+        return { sshPrivateKey: fs.readFileSync(this.world.sshKeyFile, "utf8"), peers, sites, laptops: [] };
     }
 
     ociOverrides(): Overrides {

@@ -22,11 +22,15 @@ export const LAB = {
     lanDevice: { v4: "192.168.1.50", v6: "2001:db8:20::50" },
     operator: { v4: "192.168.1.99", v6: "2001:db8:20::99" },
     kvm: { v4: "192.168.1.10", v6: "2001:db8:20::10" },
+    // A laptop on the same Wi-Fi (the home LAN plays the coffee shop), with a local VM on a
+    // host-only link, and a management link standing for "Pulumi runs on the laptop itself".
+    laptop: { wlanV4: "192.168.1.60", wlanV6: "2001:db8:20::60", linkV4: "192.168.64.1", linkV6: "fd66:64::1", mgmt: "10.99.0.2", ctlMgmt: "10.99.0.1" },
+    laptopVm: { v4: "192.168.64.2", v6: "fd66:64::2", net: "192.168.64.0/24" },
     testPeer: { v4: "203.0.113.30", v6: "2001:db8:113::30", subnet: "192.168.200.0/24", subnetHost: "192.168.200.1", subnetV6: "fd66:200::/64", subnetHostV6: "fd66:200::1" },
 } as const;
 
-export type Role = "inet" | "srv" | "vcn" | "cloud" | "home" | "lan" | "ctl" | "peer" | "kvm" | "guest";
-const ROLES: Role[] = ["inet", "srv", "vcn", "cloud", "home", "lan", "ctl", "peer", "kvm", "guest"];
+export type Role = "inet" | "srv" | "vcn" | "cloud" | "home" | "lan" | "ctl" | "peer" | "kvm" | "guest" | "laptop" | "lvm";
+const ROLES: Role[] = ["inet", "srv", "vcn", "cloud", "home", "lan", "ctl", "peer", "kvm", "guest", "laptop", "lvm"];
 
 export interface SshHost {
     role: Role;
@@ -44,6 +48,9 @@ export interface WorldManifest {
     sshKey: string;
     wgInterfaces: string[];
 }
+
+/** Files a role may replace and must restore; snapshots compare their content, not their overlay copy. */
+const RESTORED_FILES = ["/etc/resolv.conf"];
 
 export const PYTHON = fs.existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
 
@@ -161,6 +168,23 @@ EOF`);
             await this.attachToHomeLan(role, "eth0", v4, v6);
         }
 
+        // The laptop: Wi-Fi on the LAN, a host-only link to its VM, whose own uplink is NATed by
+        // the laptop as VM software does (in its own table), and the operator's management link.
+        await this.attachToHomeLan("laptop", "wlan0", LAB.laptop.wlanV4, LAB.laptop.wlanV6);
+        await this.link("laptop", "vmnet0", "lvm", "eth0");
+        await this.link("ctl", "mgmt0", "laptop", "mgmt0");
+        await inNs(this.ns("laptop"), `ip link set vmnet0 up && ip addr add ${LAB.laptop.linkV4}/24 dev vmnet0 && ip addr add ${LAB.laptop.linkV6}/64 dev vmnet0 nodad &&
+            ip link set mgmt0 up && ip addr add ${LAB.laptop.mgmt}/30 dev mgmt0 &&
+            sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 &&
+            nft -f - <<'EOF'
+table ip vmsoftware {
+	chain postrouting { type nat hook postrouting priority srcnat; oifname "wlan0" ip saddr ${LAB.laptopVm.net} masquerade; }
+}
+EOF`);
+        await inNs(this.ns("lvm"), `ip link set eth0 up && ip addr add ${LAB.laptopVm.v4}/24 dev eth0 && ip addr add ${LAB.laptopVm.v6}/64 dev eth0 nodad &&
+            ip route add default via ${LAB.laptop.linkV4}`);
+        await inNs(this.ns("ctl"), `ip link set mgmt0 up && ip addr add ${LAB.laptop.ctlMgmt}/30 dev mgmt0 && ip route add ${LAB.laptopVm.net} via ${LAB.laptop.mgmt}`);
+
         // The test peer: a subnet behind it (on a veth pair: this kernel has no dummy module).
         await inNs(this.ns("peer"), `ip link add sub0 type veth peer name sub1 && ip link set sub1 up && ip link set sub0 up &&
             ip addr add ${LAB.testPeer.subnetHost}/24 dev sub0 && ip addr add ${LAB.testPeer.subnetHostV6}/64 dev sub0 nodad`);
@@ -182,6 +206,8 @@ EOF`);
         await run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "wgexit-lab-operator", "-f", this.m.sshKey]);
         await this.startSshHost("cloud", LAB.cloudPrivate.v4);
         await this.startSshHost("kvm", LAB.kvm.v4, { libvirt: true });
+        await this.startSshHost("laptop", LAB.laptop.mgmt);
+        await this.startSshHost("lvm", LAB.laptopVm.v4);
 
         await waitFor("lab servers", async () => {
             const r = await inNs(this.ns("srv"), `curl -s -m 1 http://${LAB.server.v4}:${LAB.server.httpPort}/`, { allowFail: true });
@@ -249,6 +275,8 @@ EOF`);
     async startSshHost(role: Role, address: string, opts: { libvirt?: boolean } = {}): Promise<SshHost> {
         const dir = path.join(this.root, `host-${role}`);
         for (const d of ["etc-upper", "etc-work"]) fs.mkdirSync(path.join(dir, d), { recursive: true });
+        // Lab hosts resolve through the lab's own resolver, never the machine's.
+        fs.writeFileSync(path.join(dir, "etc-upper", "resolv.conf"), `nameserver ${LAB.server.v4}\n`);
         await run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path.join(dir, "ssh_host_ed25519_key")]);
         fs.copyFileSync(`${this.m.sshKey}.pub`, path.join(dir, "authorized_keys"));
         fs.writeFileSync(
@@ -346,6 +374,8 @@ EOF`);
                 "echo '# nft'; nft list ruleset | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/'",
                 "echo '# iptables'; iptables-save 2>/dev/null | grep -v '^#' | sed 's/\\[[0-9]*:[0-9]*\\]//'",
                 "echo '# sysctl'; sysctl net.ipv4.ip_forward net.ipv6.conf.all.forwarding net.ipv6.conf.eth0.accept_ra 2>/dev/null",
+                // Files a role replaces and restores: their type and content, wherever they live.
+                `echo '# restored files'; for f in ${RESTORED_FILES.join(" ")}; do stat -c '%n %F %a' "$f"; readlink "$f"; sha256sum "$f"; done 2>&1`,
                 "echo '# run'; find /run -mindepth 1 -not -path '/run/sshd*' -not -path '/run/wireguard' -not -path '/run/libvirt/*' -printf '%p %y\\n' | sort",
                 ...(role === "kvm"
                     ? [
@@ -371,6 +401,8 @@ EOF`);
             }
         };
         walk("");
+        const restored = new Set(RESTORED_FILES.map((f) => `+file ${f}`));
+        changes.splice(0, changes.length, ...changes.filter((c) => !restored.has(c)));
         return `${state.stdout}# files\n${changes.sort().join("\n")}\n`;
     }
 

@@ -23,8 +23,8 @@ class RecordingMocks implements pulumi.runtime.Mocks {
     newResource(args: pulumi.runtime.MockResourceArgs) {
         const outputs: Record<string, unknown> = { ...args.inputs };
         if (args.type === "command:remote:Command") {
-            const key = args.name.startsWith("site-") ? FAKE_SITE_KEY : FAKE_GATEWAY_KEY;
-            outputs.stdout = args.name.endsWith("-install") ? `installed\n${key}\n` : "";
+            const key = args.name.startsWith("site-") || args.name.startsWith("laptop-") ? FAKE_SITE_KEY : FAKE_GATEWAY_KEY;
+            outputs.stdout = args.name.endsWith("-install") || args.name.endsWith("-vm") ? `installed\n${key}\n` : "";
             outputs.stderr = "";
         }
         if (args.type === "oci:Core/instance:Instance") outputs.publicIp = "198.51.100.10";

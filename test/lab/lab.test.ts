@@ -4,6 +4,7 @@ import * as assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { labUnsupportedReason } from "../../lab/cli";
 import { type Check, formatMatrix, gatewayScenario, Lab } from "../../lab/lab";
+import { laptopScenario } from "../../lab/laptopScenario";
 import { siteScenario } from "../../lab/siteScenario";
 
 const reason = labUnsupportedReason();
@@ -45,6 +46,11 @@ describe("lab", { skip: reason ? `LAB SKIPPED: ${reason}` : false }, () => {
         await siteScenario(lab);
         await assertGroup("site/kvm");
         assert.ok(lab.checks.some((c) => c.name.startsWith("the leak check fails when the kill switch is removed") && c.pass));
+    });
+
+    it("laptop (Linux) through its local VM: only the WireGuard flow on the uplink, no leak with the tunnel down, a broken kill switch is caught, roaming, exact restore", async () => {
+        await laptopScenario(lab);
+        await assertGroup("laptop/linux");
     });
 
     it("a sabotaged forward rule makes the matrix fail (the checks can fail)", async () => {

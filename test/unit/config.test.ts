@@ -25,6 +25,16 @@ const site = (over: Record<string, unknown> = {}) => ({
     ...over,
 });
 
+const laptop = (over: Record<string, unknown> = {}) => ({
+    name: "mac",
+    os: "macos",
+    vm: { host: "192.168.64.2", user: "root" },
+    laptop: { host: "127.0.0.1", user: "admin" },
+    laptopAddress: "192.168.64.1",
+    vmAddress: "192.168.64.2",
+    ...over,
+});
+
 describe("valid configs", () => {
     for (const placement of ["existing", "oci", "ovh"] as const) {
         it(`accepts the ${placement} example and fills defaults`, () => {
@@ -115,6 +125,12 @@ const MALFORMED: [string, Record<string, unknown>, string, RegExp][] = [
     ["route table is the main table", { ...baseConfig("existing"), sites: [site({ routeTable: 254 })] }, "wgexit:sites[0].routeTable", /main/],
     ["initrd without a kernel", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests: [{ name: "web", image: "/img/a.qcow2", initrd: "/boot/initrd.img" }] }] })] }, "wgexit:sites[0].networks[0].guests[0].initrd", /kernel/],
     ["domain type unknown", { ...baseConfig("existing"), sites: [site({ domainType: "xen" })] }, "wgexit:sites[0].domainType", /"kvm".*"qemu"/],
+    ["laptop OS unknown", { ...baseConfig("existing"), laptops: [laptop({ os: "windows" })] }, "wgexit:laptops[0].os", /"linux" or "macos"/],
+    ["laptop address not an address", { ...baseConfig("existing"), laptops: [laptop({ laptopAddress: "192.168.64.0/24" })] }, "wgexit:laptops[0].laptopAddress", /IPv4 address.*192\.168\.64\.1/],
+    ["laptop IPv6 on one side only", { ...baseConfig("existing"), laptops: [laptop({ laptopAddressV6: "fd66:64::1" })] }, "wgexit:laptops[0].vmAddressV6", /both.*or neither/],
+    ["laptop and VM share an address", { ...baseConfig("existing"), laptops: [laptop({ vmAddress: "192.168.64.1" })] }, "wgexit:laptops[0].vmAddress", /differ/],
+    ["laptop named like a site", { ...baseConfig("existing"), sites: [site()], laptops: [laptop({ name: "home" })] }, "wgexit:laptops[0].name", /already/],
+    ["macOS network service with shell characters", { ...baseConfig("existing"), laptops: [laptop({ networkService: "Wi-Fi$(id)" })] }, "wgexit:laptops[0].networkService", /network service name/],
     ["sites is not a list", { ...baseConfig("existing"), sites: { name: "home" } }, "wgexit:sites", /list of sites/],
 ];
 

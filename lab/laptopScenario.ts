@@ -1,0 +1,167 @@
+// The laptop scenario of the matrix: the gateway plus a Linux laptop whose traffic goes
+// through its local VM. A capture on the far end of the laptop's Wi-Fi link (in the home
+// router, out of the laptop's reach) must see nothing from the laptop but the VM's
+// WireGuard flow, while the laptop pings, browses and resolves; with the tunnel down nothing
+// leaks; a broken kill switch is caught; roaming moves the endpoint route; destroy puts the
+// laptop and its VM back exactly as they were.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { inNs, waitFor } from "./exec";
+import { type Check, diffLines, Lab, labStackFile, type StackOutputs } from "./lab";
+import { LAB } from "./world";
+
+const LAPTOP_SCRIPT = "/etc/wgexit/laptop/laptop.sh";
+const VM_SCRIPT = "/etc/wgexit/laptop-vm/vm.sh";
+const VM_WG = "wgexit1";
+const ENDPOINT = `${LAB.cloudPublic.v4}.51820`;
+const HTTP = (host: string) => `http://${host.includes(":") ? `[${host}]` : host}:${LAB.server.httpPort}/`;
+// A second router address on the home LAN: where the laptop "roams" to.
+const ROAMED_ROUTER = "192.168.1.254";
+
+interface Capture {
+    /** Frames sent by the laptop's Wi-Fi interface, as tcpdump prints them. */
+    fromLaptop: string[];
+    /** Those that are neither ARP nor the VM's WireGuard flow to the endpoint. */
+    leaks: string[];
+}
+
+/**
+ * Captures every frame on the home router's side of the laptop's Wi-Fi link while `during`
+ * runs. Only ARP and UDP to the gateway's endpoint may come from the laptop.
+ */
+async function captureUplink(lab: Lab, during: () => Promise<void>): Promise<Capture> {
+    const w = lab.world;
+    const pcap = path.join(w.root, "laptop-uplink.pcap");
+    fs.rmSync(pcap, { force: true });
+    w.clearLog("tcpdump-laptop");
+    const d = w.startLabDaemon("tcpdump-laptop", "home", ["tcpdump", "-i", "h-laptop", "-nn", "-U", "-s", "128", "-w", pcap]);
+    await waitFor("tcpdump on the laptop's uplink", () => fs.readFileSync(d.logFile, "utf8").includes("listening on"), 10_000);
+    try {
+        await during();
+    } finally {
+        await w.stopLabDaemon(d);
+    }
+    const mac = (await inNs(w.ns("laptop"), "cat /sys/class/net/wlan0/address")).stdout.trim();
+    const frames = (await inNs(w.ns("home"), `tcpdump -r ${pcap} -nn -e 2>/dev/null`, { allowFail: true })).stdout.split("\n").filter(Boolean);
+    const fromLaptop = frames.filter((f) => f.split(" ")[1] === mac);
+    const allowed = (f: string) => /ethertype ARP/.test(f) || new RegExp(`: ${LAB.laptop.wlanV4.replace(/\./g, "\\.")}\\.\\d+ > ${ENDPOINT.replace(/\./g, "\\.")}: UDP`).test(f);
+    return { fromLaptop, leaks: fromLaptop.filter((f) => !allowed(f)) };
+}
+
+/** What the laptop achieves: ping, HTTP over IPv4 and IPv6, DNS through its resolv.conf, the LAN device. */
+async function laptopProbes(lab: Lab) {
+    const w = lab.world;
+    const sh = async (script: string) => w.hostExec("laptop", script, true);
+    const curl = async (url: string, seconds = 4) => {
+        const r = await sh(`curl -s -g -m ${seconds} ${url}`);
+        return r.code === 0 ? r.stdout.trim() : undefined;
+    };
+    const dns = await sh("timeout 5 busybox nslookup example.test");
+    return {
+        ping4: (await sh(`ping -c 2 -W 2 ${LAB.server.v4}`)).code === 0,
+        ping6: (await sh(`ping -6 -c 2 -W 2 ${LAB.server.v6}`)).code === 0,
+        http4: await curl(HTTP(LAB.server.v4)),
+        http6: await curl(HTTP(LAB.server.v6)),
+        dns: dns.code === 0 && dns.stdout.includes(LAB.server.v4),
+        lan: await curl(`http://${LAB.lanDevice.v4}/`, 2),
+    };
+}
+
+/** The laptop's traffic with its tunnel gone: no answer, nothing on the uplink, nothing anywhere. */
+async function leakCheck(lab: Lab, group: string, what: string): Promise<void> {
+    const w = lab.world;
+    w.clearLog("srv-http-clients");
+    w.clearLog("lan-clients");
+    let probes: Awaited<ReturnType<typeof laptopProbes>> | undefined;
+    const capture = await captureUplink(lab, async () => {
+        probes = await laptopProbes(lab);
+    });
+    const answered = Object.entries(probes ?? {}).filter(([, v]) => v).map(([k]) => k);
+    const arrived = w.readLog("srv-http-clients").length + w.readLog("lan-clients").length;
+    lab.record(group, `${what}: 0 packets leak (uplink capture, internet, LAN; IPv4, IPv6, DNS)`, capture.leaks.length === 0 && answered.length === 0 && arrived === 0, capture.leaks[0] ?? `answered: ${answered.join(", ") || "none"}; ${arrived} connections arrived; ${capture.fromLaptop.length} frames from the laptop, none but ARP and WireGuard`);
+}
+
+export async function laptopScenario(lab: Lab): Promise<void> {
+    const group = "laptop/linux";
+    const w = lab.world;
+    // The gateway and the laptop alone (no site, so no peer may name one).
+    const peers = (lab.baseOverrides().peers as Record<string, unknown>[]).map((p) => ({ ...p, canReach: [] }));
+    const overrides = { sites: [], peers, laptops: labStackFile()["wgexit:laptops"] };
+    const before = { laptop: await w.hostSnapshot("laptop"), vm: await w.hostSnapshot("lvm") };
+    const lanToLaptop = async () => (await inNs(w.ns("lan"), `timeout 3 bash -c '</dev/tcp/${LAB.laptop.wlanV4}/22' 2>/dev/null && echo open || echo closed`, { allowFail: true })).stdout.trim();
+    const exposedBefore = await lanToLaptop();
+
+    const applied = await lab.apply(overrides);
+    const outputs = applied.outputs as unknown as StackOutputs;
+    lab.record(group, "apply creates the gateway, the VM's tunnel and the laptop's switch-over", applied.executions.some((e) => e.key.endsWith("laptop-laptop-laptop")), `${applied.executions.map((e) => e.key.split("::")[1]).join(", ")} in ${applied.wallMs} ms`);
+    const vmKey = outputs.laptopPublicKeys?.laptop ?? "";
+    const keyOnVm = (await w.hostExec("lvm", "stat -c %a /etc/wgexit/laptop-vm/private.key; cat /etc/wgexit/laptop-vm/public.key")).stdout.trim().split("\n");
+    lab.record(group, "VM key made on the VM (0600), public key exported", keyOnVm[0] === "600" && keyOnVm[1] === vmKey && /^[A-Za-z0-9+/]{43}=$/.test(vmKey), vmKey);
+    const gwPeers = (await w.hostExec("cloud", "wg show wg0 peers")).stdout;
+    lab.record(group, "the gateway has the VM as a peer", gwPeers.includes(vmKey), `${gwPeers.trim().split("\n").length} peers`);
+
+    // Everything the laptop does, while the far end of its uplink is captured.
+    fs.writeFileSync(path.join(w.root, "resolver.log"), "");
+    w.clearLog("srv-http-clients");
+    w.clearLog("lan-clients");
+    let p: Awaited<ReturnType<typeof laptopProbes>> | undefined;
+    const capture = await captureUplink(lab, async () => {
+        p = await laptopProbes(lab);
+    });
+    const probes = p as Awaited<ReturnType<typeof laptopProbes>>;
+    lab.record(group, "laptop egresses as the gateway (IPv4)", probes.http4 === LAB.cloudPublic.v4 && probes.ping4, `server saw ${probes.http4 ?? "nothing"}, ping ${probes.ping4 ? "answered" : "lost"}`);
+    lab.record(group, "laptop egresses as the gateway (IPv6)", probes.http6 === LAB.cloudPublic.v6 && probes.ping6, `server saw ${probes.http6 ?? "nothing"}, ping ${probes.ping6 ? "answered" : "lost"}`);
+    const queries = fs.readFileSync(path.join(w.root, "resolver.log"), "utf8").split("\n").filter((l) => / from /.test(l) && /query\[/.test(l));
+    const sources = [...new Set(queries.map((l) => l.replace(/.* from /, "").trim()))];
+    lab.record(group, "DNS goes to the configured resolver through the tunnel", probes.dns && sources.length > 0 && sources.every((a) => a === LAB.cloudPublic.v4), `answered ${probes.dns}, resolver saw ${sources.join(", ") || "nothing"}`);
+    const wireguard = capture.fromLaptop.filter((f) => / UDP/.test(f)).length;
+    lab.record(group, "uplink capture: only UDP to the gateway endpoint leaves the laptop (and ARP)", capture.leaks.length === 0 && wireguard > 0, capture.leaks.length ? `leaked: ${capture.leaks.slice(0, 3).join(" | ")}` : `${wireguard} WireGuard frames, ${capture.fromLaptop.length - wireguard} ARP, nothing else`);
+    lab.record(group, "laptop → device on the same Wi-Fi: blocked", probes.lan === undefined && w.readLog("lan-clients").length === 0, `LAN device saw ${w.readLog("lan-clients").length} connections`);
+    const exposed = await lanToLaptop();
+    lab.record(group, "device on the same Wi-Fi → laptop: blocked", exposedBefore === "open" && exposed === "closed", `SSH from the LAN: ${exposedBefore} before, ${exposed} after`);
+
+    const laptopStatus = await w.hostExec("laptop", `${LAPTOP_SCRIPT} status`, true);
+    const vmStatus = await w.hostExec("lvm", `${VM_SCRIPT} status`, true);
+    const healthy = laptopStatus.code === 0 && vmStatus.code === 0 && /handshake \d+ s ago/.test(vmStatus.stdout);
+    lab.record(group, "status: healthy, with the handshake's age", healthy, `${laptopStatus.stdout.trim()} | ${vmStatus.stdout.trim()}`.replace(/\n/g, "; "));
+
+    // Kill switch: the VM's tunnel deleted.
+    await w.hostExec("lvm", `ip link del ${VM_WG}`);
+    const faulty = await w.hostExec("lvm", `${VM_SCRIPT} status`, true);
+    lab.record(group, "status reports the missing tunnel and exits non-zero", faulty.code !== 0 && /tunnel: .*down/.test(faulty.stdout), `exit ${faulty.code}: ${faulty.stdout.trim().replace(/\n/g, "; ")}`);
+    await leakCheck(lab, group, "VM tunnel deleted");
+    // The same check must fail when the kill switches are broken: the laptop's firewall and
+    // routes gone, so it falls back to its Wi-Fi.
+    const caught = await sabotageKillSwitch(lab);
+    lab.record(group, "the leak check fails when the laptop's kill switch is removed (the checks can fail)", caught.pass === false, caught.detail);
+    await w.hostExec("laptop", `${LAPTOP_SCRIPT} up`);
+    await w.hostExec("lvm", `${VM_SCRIPT} up`);
+
+    // Roaming: the Wi-Fi's router changes; the watcher's 'reroute' moves the endpoint route.
+    await inNs(w.ns("home"), `ip addr add ${ROAMED_ROUTER}/24 dev br0`);
+    await w.hostExec("laptop", `ip route replace default via ${ROAMED_ROUTER} dev wlan0 && ${LAPTOP_SCRIPT} reroute`);
+    const endpointRoute = (await w.hostExec("laptop", `ip -4 route show ${LAB.cloudPublic.v4}/32`)).stdout.trim();
+    await waitFor("egress after roaming", async () => (await laptopProbes(lab)).http4 === LAB.cloudPublic.v4, 30_000, 1000).catch(() => undefined);
+    const roamed = await laptopProbes(lab);
+    lab.record(group, "after roaming, reroute moves the endpoint route and egress resumes", endpointRoute.includes(`via ${ROAMED_ROUTER}`) && roamed.http4 === LAB.cloudPublic.v4, `${endpointRoute}; server saw ${roamed.http4 ?? "nothing"}`);
+    await w.hostExec("laptop", `ip route replace default via ${LAB.home.lanV4} dev wlan0 && ${LAPTOP_SCRIPT} reroute`);
+    await inNs(w.ns("home"), `ip addr del ${ROAMED_ROUTER}/24 dev br0`);
+
+    const again = await lab.apply(overrides);
+    lab.record(group, "re-apply changes nothing", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+
+    const destroyed = await lab.apply(overrides, true);
+    const after = { laptop: await w.hostSnapshot("laptop"), vm: await w.hostSnapshot("lvm") };
+    lab.record(group, "destroy restores the laptop exactly (routes, firewall, DNS, files)", before.laptop === after.laptop, before.laptop === after.laptop ? `identical after ${destroyed.executions.length} deletes` : diffLines(before.laptop, after.laptop));
+    lab.record(group, "destroy restores the VM exactly", before.vm === after.vm, before.vm === after.vm ? "identical" : diffLines(before.vm, after.vm));
+    const reachable = await lanToLaptop();
+    lab.record(group, "after destroy the laptop uses its Wi-Fi directly again", reachable === "open", `SSH from the LAN: ${reachable}`);
+}
+
+/** Removes the laptop's firewall and its routes to the VM, then runs the same leak check. */
+async function sabotageKillSwitch(lab: Lab): Promise<Check> {
+    const sabotage = new Lab(lab.world);
+    await lab.world.hostExec("laptop", "nft delete table inet wgexit_laptop; ip route del 0.0.0.0/1; ip route del 128.0.0.0/1; ip -6 route del ::/1; ip -6 route del 8000::/1; true");
+    await leakCheck(sabotage, "laptop/sabotage", "kill switch removed, VM tunnel deleted");
+    return sabotage.checks[0];
+}

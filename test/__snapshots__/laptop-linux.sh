@@ -1,0 +1,227 @@
+#!/bin/bash
+# wgexit laptop role (linux). Rendered by components/laptopClient.render.ts; do not edit here.
+# All traffic goes to the local VM that holds the tunnel; the physical uplink carries only
+# DHCP and the VM's WireGuard flow to the gateway.
+#   install   save what it changes, then up, and watch for network changes
+#   up        routes via the VM, the endpoint route via the current uplink, firewall, DNS
+#   reroute   re-detect the uplink (after roaming) and move the endpoint route and firewall
+#   down      put routes, firewall and DNS back as they were; keep the saved state
+#   remove    down, stop watching, delete everything
+#   status    routes, firewall and DNS; non-zero when something is off (the VM reports the tunnel)
+set -eu
+VM_V4='192.168.64.2'
+VM_V6='fd66:64::2'
+ENDPOINT_HOST='198.51.100.10'
+ENDPOINT_PORT='51820'
+RESOLVER='9.9.9.9'
+STATE_DIR='/etc/wgexit/laptop'
+ROLE_SCRIPT='/etc/wgexit/laptop/laptop.sh'
+LAPTOP_TABLE='wgexit_laptop'
+
+log() { printf 'wgexit-laptop: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# --- platform driver: Linux (ip route, nftables, resolv.conf or resolvectl) ---
+physical_gateway() {
+	# The default route stays in place under 0/1 and 128/1, so it still names the uplink.
+	ip -4 route show default | awk '{for (i = 1; i < NF; i++) {if ($i == "via") g = $(i + 1); if ($i == "dev") d = $(i + 1)}; if (g != "") {print g, d; exit}}'
+}
+
+resolve_v4() {
+	case $1 in
+	*[!0-9.]*) getent ahostsv4 "$1" | awk '{print $1; exit}' ;;
+	*) echo "$1" ;;
+	esac
+}
+
+route_set() {
+	local family=$1 prefix=$2 via=$3 dev=${4:-}
+	if [ -n "$dev" ]; then ip "-$family" route replace "$prefix" via "$via" dev "$dev"; else ip "-$family" route replace "$prefix" via "$via"; fi
+}
+
+route_unset() {
+	ip "-$1" route del "$2" 2>/dev/null || true
+}
+
+route_present() {
+	ip "-$1" route show "$2" | grep -q .
+}
+
+firewall_on() {
+	local phys=$1 endpoint=$2
+	{
+		echo "table inet $LAPTOP_TABLE {}"
+		echo "delete table inet $LAPTOP_TABLE"
+		cat <<NFT_EOF
+table inet $LAPTOP_TABLE {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		iifname "$phys" udp sport 67 udp dport 68 accept comment "DHCP"
+		iifname "$phys" ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept comment "DHCPv6"
+		iifname "$phys" counter drop comment "nothing arrives on the physical uplink"
+	}
+	chain output {
+		type filter hook output priority filter; policy accept;
+		oifname "$phys" udp sport 68 udp dport 67 accept comment "DHCP"
+		oifname "$phys" udp sport 546 udp dport 547 accept comment "DHCPv6"
+		oifname "$phys" ip daddr $endpoint udp dport $ENDPOINT_PORT accept comment "the VM's WireGuard flow, when the VM software NATs in user space"
+		oifname "$phys" counter drop comment "kill switch: nothing of the laptop's own leaves the uplink"
+	}
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		oifname "$phys" ip saddr $VM_V4 ip daddr $endpoint udp dport $ENDPOINT_PORT accept comment "the VM's WireGuard flow"
+		iifname "$phys" ip saddr $endpoint udp sport $ENDPOINT_PORT ct state established accept comment "its replies"
+		oifname "$phys" counter drop comment "kill switch: only the WireGuard flow leaves the uplink"
+		iifname "$phys" counter drop
+	}
+}
+NFT_EOF
+	} >"$STATE_DIR/firewall.nft"
+	nft -f "$STATE_DIR/firewall.nft"
+}
+
+firewall_off() {
+	if nft list table inet "$LAPTOP_TABLE" >/dev/null 2>&1; then nft delete table inet "$LAPTOP_TABLE"; fi
+}
+
+firewall_present() {
+	nft list table inet "$LAPTOP_TABLE" >/dev/null 2>&1
+}
+
+# With systemd-resolved, DNS is set on the link to the VM; otherwise resolv.conf is replaced
+# (the original, file or symlink, is kept and put back).
+vm_link() {
+	ip -4 route get "$VM_V4" | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}'
+}
+
+uses_resolved() {
+	command -v resolvectl >/dev/null 2>&1 && resolvectl status >/dev/null 2>&1
+}
+
+dns_save() {
+	if ! uses_resolved && [ ! -e "$STATE_DIR/resolv.conf.saved" ] && [ ! -L "$STATE_DIR/resolv.conf.saved" ]; then
+		cp -a /etc/resolv.conf "$STATE_DIR/resolv.conf.saved"
+	fi
+}
+
+dns_set() {
+	if uses_resolved; then
+		resolvectl dns "$(vm_link)" "$RESOLVER"
+		resolvectl domain "$(vm_link)" "~."
+	else
+		rm -f /etc/resolv.conf
+		printf '# wgexit: through the tunnel\nnameserver %s\n' "$RESOLVER" >/etc/resolv.conf
+	fi
+}
+
+dns_restore() {
+	if uses_resolved; then
+		resolvectl revert "$(vm_link)" 2>/dev/null || true
+	elif [ -e "$STATE_DIR/resolv.conf.saved" ] || [ -L "$STATE_DIR/resolv.conf.saved" ]; then
+		rm -f /etc/resolv.conf
+		mv -f "$STATE_DIR/resolv.conf.saved" /etc/resolv.conf
+	fi
+}
+
+dns_present() {
+	if uses_resolved; then resolvectl dns "$(vm_link)" | grep -qF "$RESOLVER"; else grep -qx "nameserver $RESOLVER" /etc/resolv.conf; fi
+}
+
+# NetworkManager runs dispatcher scripts when the network changes (Wi-Fi roaming).
+watch_on() {
+	if [ -d /etc/NetworkManager/dispatcher.d ]; then
+		printf '#!/bin/sh\n# wgexit: keep the endpoint route on the current uplink\nexec %s reroute\n' "$ROLE_SCRIPT" >/etc/NetworkManager/dispatcher.d/90-wgexit-laptop
+		chmod 755 /etc/NetworkManager/dispatcher.d/90-wgexit-laptop
+	fi
+}
+
+watch_off() {
+	rm -f /etc/NetworkManager/dispatcher.d/90-wgexit-laptop
+}
+
+# --- shared logic ---
+uplink() {
+	local found
+	found=$(physical_gateway)
+	[ -n "$found" ] || die "no default route: connect to a network first"
+	echo "$found"
+}
+
+endpoint_v4() {
+	local address
+	address=$(resolve_v4 "$ENDPOINT_HOST")
+	[ -n "$address" ] || die "cannot resolve the gateway endpoint $ENDPOINT_HOST"
+	echo "$address"
+}
+
+up() {
+	local gw dev endpoint found previous
+	found=$(uplink)
+	gw=${found% *} dev=${found#* }
+	endpoint=$(endpoint_v4)
+	dns_save
+	# The firewall first: nothing leaks while the routes change.
+	firewall_on "$dev" "$endpoint"
+	previous=$(cat "$STATE_DIR/endpoint" 2>/dev/null || true)
+	if [ -n "$previous" ] && [ "$previous" != "$endpoint" ]; then route_unset 4 "$previous/32"; fi
+	route_set 4 "$endpoint/32" "$gw" "$dev"
+	echo "$endpoint" >"$STATE_DIR/endpoint"
+	route_set 4 0.0.0.0/1 "$VM_V4"
+	route_set 4 128.0.0.0/1 "$VM_V4"
+	if [ -n "$VM_V6" ]; then
+		route_set 6 ::/1 "$VM_V6"
+		route_set 6 8000::/1 "$VM_V6"
+	fi
+	dns_set
+}
+
+reroute() {
+	[ -e "$STATE_DIR/endpoint" ] || return 0
+	up
+}
+
+down() {
+	local endpoint
+	route_unset 4 0.0.0.0/1
+	route_unset 4 128.0.0.0/1
+	route_unset 6 ::/1
+	route_unset 6 8000::/1
+	endpoint=$(cat "$STATE_DIR/endpoint" 2>/dev/null || true)
+	if [ -n "$endpoint" ]; then route_unset 4 "$endpoint/32"; fi
+	rm -f "$STATE_DIR/endpoint"
+	dns_restore
+	firewall_off
+}
+
+status() {
+	local bad=0
+	if route_present 4 0.0.0.0/1 && route_present 4 128.0.0.0/1; then echo "routes: ok (via $VM_V4)"; else echo "routes: missing"; bad=1; fi
+	if [ -e "$STATE_DIR/endpoint" ] && route_present 4 "$(cat "$STATE_DIR/endpoint")/32"; then echo "endpoint route: ok"; else echo "endpoint route: missing"; bad=1; fi
+	if firewall_present; then echo "firewall: ok"; else echo "firewall: missing"; bad=1; fi
+	if dns_present; then echo "dns: ok ($RESOLVER)"; else echo "dns: not set"; bad=1; fi
+	return "$bad"
+}
+
+install() {
+	mkdir -p "$STATE_DIR"
+	up
+	watch_on
+}
+
+remove() {
+	watch_off
+	down
+	rm -rf "$STATE_DIR"
+	rmdir "${STATE_DIR%/*}" 2>/dev/null || true
+}
+
+[ "$(id -u)" = 0 ] || die "run as root"
+case "${1:-}" in
+install) install ;;
+up) up ;;
+reroute) reroute ;;
+down) down ;;
+remove) remove ;;
+status) status ;;
+*) die "usage: $0 install|up|reroute|down|remove|status" ;;
+esac

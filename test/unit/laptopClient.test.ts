@@ -1,0 +1,156 @@
+// The laptop client's renderers: snapshots, every macOS rule and route asserted (macOS cannot
+// run here), shellcheck and nft -c; and the component under mocks.
+import * as assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+    type LaptopSettings,
+    type LaptopVmSettings,
+    renderLaptopInstallCommand,
+    renderLaptopRemoveCommand,
+    renderLaptopScript,
+    renderLaptopVmInstallCommand,
+    renderLaptopVmRemoveCommand,
+    renderLaptopVmRuleset,
+    renderLaptopVmScript,
+} from "../../components/laptopClient.render";
+import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, runProgram } from "../helpers/program";
+import { matchSnapshot } from "../helpers/snapshot";
+import { canRunNft, have, nftCheck, shellcheck } from "../helpers/tools";
+
+const vm: LaptopVmSettings = {
+    name: "mac",
+    wgInterface: "wgexit1",
+    tunnelMtu: 1420,
+    addressV4: "10.66.0.3",
+    addressV6: "fd66:66:66::3",
+    routeTable: 7701,
+    vmLink: "eth0",
+    laptopAddress: "192.168.64.1",
+    laptopAddressV6: "fd66:64::1",
+};
+const laptop = (os: LaptopSettings["os"]): LaptopSettings => ({
+    name: "mac",
+    os,
+    vmAddress: "192.168.64.2",
+    vmAddressV6: "fd66:64::2",
+    endpointHost: "198.51.100.10",
+    endpointPort: 51820,
+    resolver: "9.9.9.9",
+    networkService: "Wi-Fi",
+});
+const gateway = { publicKey: FAKE_GATEWAY_KEY, endpoint: "198.51.100.10:51820" };
+const fn = (script: string, name: string) => script.slice(script.indexOf(`${name}() {`), script.indexOf("\n}\n", script.indexOf(`${name}() {`)));
+
+export const LAPTOP = {
+    name: "mac",
+    os: "macos",
+    vm: { host: "192.168.64.2", user: "root" },
+    laptop: { host: "192.168.64.1", user: "admin" },
+    laptopAddress: "192.168.64.1",
+    vmAddress: "192.168.64.2",
+};
+
+describe("laptop renderers", () => {
+    it("snapshots", () => {
+        matchSnapshot("laptop-vm.sh", renderLaptopVmScript(vm));
+        matchSnapshot("laptop-vm.nft", renderLaptopVmRuleset(vm));
+        matchSnapshot("laptop-linux.sh", renderLaptopScript(laptop("linux")));
+        matchSnapshot("laptop-macos.sh", renderLaptopScript(laptop("macos")));
+    });
+
+    it("VM: the laptop leaves only through the tunnel, masqueraded, with a kill switch", () => {
+        const rules = renderLaptopVmRuleset(vm);
+        assert.match(rules, /iifname "eth0" oifname "wgexit1" ip saddr 192\.168\.64\.1 accept/);
+        assert.match(rules, /ip saddr 192\.168\.64\.1 counter drop comment "kill switch/);
+        assert.match(rules, /oifname "wgexit1" ip saddr 192\.168\.64\.1 masquerade/);
+        assert.match(rules, /oifname "wgexit1" ip6 saddr fd66:64::1 masquerade/);
+        assert.match(rules, /iifname "wgexit1" counter drop comment "nothing from the tunnel reaches the VM"/);
+        const script = renderLaptopVmScript(vm);
+        assert.match(script, /ip -4 rule add pref "\$ROUTE_TABLE" iif "\$VM_LINK" from "\$LAPTOP_V4" lookup "\$ROUTE_TABLE"/);
+        assert.match(script, /route replace unreachable default metric 4294967295 table "\$ROUTE_TABLE"/);
+        assert.doesNotMatch(fn(script, "down"), /drop_policy_routing|drop_table/, "down keeps the kill switch");
+        assert.match(fn(script, "status"), /latest-handshakes/);
+    });
+
+    it("macOS: routes, endpoint route, pf anchor, DNS and the roaming watcher", () => {
+        const script = renderLaptopScript(laptop("macos"));
+        const up = fn(script, "up");
+        for (const route of ['route_set 4 0.0.0.0/1 "$VM_V4"', 'route_set 4 128.0.0.0/1 "$VM_V4"', 'route_set 6 ::/1 "$VM_V6"', 'route_set 6 8000::/1 "$VM_V6"', 'route_set 4 "$endpoint/32" "$gw" "$dev"']) {
+            assert.ok(up.includes(route), route);
+        }
+        assert.ok(up.indexOf("firewall_on") < up.indexOf("route_set"), "the firewall is up before any route moves");
+        assert.match(fn(script, "physical_gateway"), /netstat -rn -f inet \| awk '\$1 == "default"/);
+        assert.match(fn(script, "route_set"), /route -q -n add "\$inet" "\$prefix" "\$via"/);
+        const pf = fn(script, "firewall_on");
+        assert.deepEqual(
+            pf.split("\n").filter((l) => /^(pass|block)/.test(l)),
+            [
+                "pass out quick on $phys proto udp from any port 68 to any port 67",
+                "pass in quick on $phys proto udp from any port 67 to any port 68",
+                "pass out quick on $phys proto udp from any to $endpoint port $ENDPOINT_PORT keep state",
+                "block drop quick on $phys all",
+            ],
+            "only DHCP and the WireGuard flow pass on the physical interface",
+        );
+        assert.match(pf, /pfctl -q -a "\$PF_ANCHOR" -f/);
+        assert.match(script, /PF_ANCHOR="com\.apple\/wgexit"/, "an anchor the stock pf.conf already loads");
+        assert.match(pf, /pfctl -E/);
+        assert.match(fn(script, "firewall_off"), /pfctl -q -X/, "the pf enable reference is released");
+        assert.match(fn(script, "dns_save"), /networksetup -getdnsservers "\$NETWORK_SERVICE"/);
+        assert.match(fn(script, "dns_set"), /networksetup -setdnsservers "\$NETWORK_SERVICE" "\$RESOLVER"/);
+        assert.match(fn(script, "dns_restore"), /-setdnsservers "\$NETWORK_SERVICE" empty/);
+        const watch = fn(script, "watch_on");
+        assert.match(watch, /<key>WatchPaths<\/key><array><string>\/Library\/Preferences\/SystemConfiguration<\/string>/);
+        assert.match(watch, /<string>\$ROLE_SCRIPT<\/string><string>reroute<\/string>/);
+        assert.match(watch, /launchctl bootstrap system/);
+        const down = fn(script, "down");
+        for (const step of ["route_unset 4 0.0.0.0/1", "route_unset 4 128.0.0.0/1", "route_unset 6 ::/1", "route_unset 6 8000::/1", "dns_restore", "firewall_off"]) assert.ok(down.includes(step), step);
+        assert.match(renderLaptopInstallCommand(laptop("macos")), /^\/bin\/sh <<'WGEXIT_SH_EOF'\n/, "zsh login shells run it under /bin/sh");
+    });
+
+    it("the shared logic is the same on both platforms; only the driver differs", () => {
+        const shared = (os: LaptopSettings["os"]) => {
+            const s = renderLaptopScript(laptop(os));
+            return s.slice(s.indexOf("# --- shared logic ---"));
+        };
+        assert.equal(shared("linux"), shared("macos"));
+        const linux = renderLaptopScript(laptop("linux"));
+        assert.doesNotMatch(linux, /pfctl|networksetup|launchctl|netstat/);
+        assert.doesNotMatch(renderLaptopScript(laptop("macos")), /\bnft\b|\bip route\b|resolvectl/);
+        assert.match(fn(linux, "firewall_on"), /oifname "\$phys" ip saddr \$VM_V4 ip daddr \$endpoint udp dport \$ENDPOINT_PORT accept/);
+    });
+
+    it("is shellcheck-clean", { skip: !have("shellcheck") && "SKIPPED LOUDLY: shellcheck is not installed" }, () => {
+        const scripts: [string, string, string][] = [
+            ["vm.sh", renderLaptopVmScript(vm), "bash"],
+            ["laptop.sh (linux)", renderLaptopScript(laptop("linux")), "bash"],
+            ["laptop.sh (macos)", renderLaptopScript(laptop("macos")), "bash"],
+            ["vm install", renderLaptopVmInstallCommand(vm, gateway), "sh"],
+            ["vm remove", renderLaptopVmRemoveCommand(), "sh"],
+            ["laptop install (macos)", renderLaptopInstallCommand(laptop("macos")), "sh"],
+            ["laptop remove (linux)", renderLaptopRemoveCommand("linux"), "sh"],
+        ];
+        for (const [name, script, shell] of scripts) {
+            const r = shellcheck(script, shell);
+            assert.equal(r.status, 0, `${name}:\n${r.out}`);
+        }
+    });
+
+    it("VM ruleset passes nft -c", { skip: !canRunNft() && "SKIPPED LOUDLY: nft -c needs nft and root" }, () => {
+        for (const s of [vm, { ...vm, laptopAddressV6: undefined }]) {
+            const r = nftCheck(renderLaptopVmRuleset(s));
+            assert.equal(r.status, 0, r.out);
+        }
+    });
+});
+
+describe("LaptopClient under mocks", () => {
+    it("the VM's key reaches the gateway; the laptop switches over after its VM", async () => {
+        const run = await runProgram({ ...baseConfig("existing"), laptops: [LAPTOP] });
+        const byName = new Map(run.registrations.map((r) => [r.name, r]));
+        assert.ok(byName.has("laptop-mac-vm") && byName.has("laptop-mac-laptop"));
+        assert.match(String(byName.get("laptop-mac-laptop")?.inputs.create), /ENDPOINT_HOST='198\.51\.100\.10'/);
+        assert.ok(String(byName.get("gateway-peers")?.inputs.create).includes(`# mac\n[Peer]\nPublicKey = ${FAKE_SITE_KEY}\nAllowedIPs = 10.66.0.3/32, fd66:66:66::3/128\n`));
+        assert.deepEqual(run.outputs.laptopPublicKeys, { mac: FAKE_SITE_KEY });
+    });
+});
