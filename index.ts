@@ -30,6 +30,7 @@ const gateway = new CloudGateway("gateway", {
     sshPublicKey: config.sshPublicKey,
     sshPrivateKey,
     peers: gatewayPeers,
+    portForwards: config.portForwards,
 });
 
 const sites = config.sites.map((site) => {
@@ -41,6 +42,7 @@ const sites = config.sites.map((site) => {
         addressV6: tunnelPeer.addressV6,
         tunnelMtu: config.gateway.tunnelMtu,
         gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint },
+        portForwards: config.portForwards.filter((f) => f.site === site.name),
         sshPrivateKey,
     });
     hostKeys.get(site.name)?.[1](kvm.publicKey);

@@ -2,7 +2,7 @@
 // its peer files and the cloud-init payload that delivers the same script.
 // Everything here is a function of plain values, so it is snapshot-tested.
 import { stringify as toYaml } from "yaml";
-import type { StackConfig } from "./config";
+import type { PortForward, StackConfig } from "./config";
 import { parseCidr } from "./net";
 import { renderRoleFunctions } from "./roleScript";
 import { assignments, deliverAndRun, type FileToWrite, runIfPresent, shq } from "./shell";
@@ -85,6 +85,7 @@ table inet ${GATEWAY_TABLE} {
 		iifname ${wg} ip6 daddr @local_nets_v6 counter drop comment "the gateway's own network"
 		ct state established,related accept
 		ct state invalid drop
+		oifname ${wg} ct status dnat accept comment "port forwards, to the guest each one names"
 		iifname ${wg} oifname ${wg} jump peer_links
 		iifname ${wg} oifname != ${wg} ip saddr @peer_nets_v4 ip daddr != @non_internet_v4 accept comment "peers to the internet"
 		iifname ${wg} oifname != ${wg} ip6 saddr @peer_nets_v6 ip6 daddr != @non_internet_v6 accept comment "peers to the internet"
@@ -93,6 +94,17 @@ table inet ${GATEWAY_TABLE} {
 
 	# Peer-to-peer paths declared with canReach; filled from the peer list.
 	chain peer_links {
+	}
+
+	# Connections to this host's own addresses from outside the tunnel, on a forwarded port,
+	# go to the guest behind the tunnel; the guest sees the client's real address.
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname != ${wg} fib daddr type local jump port_forwards
+	}
+
+	# Filled from the port forwards.
+	chain port_forwards {
 	}
 
 	chain postrouting {
@@ -105,7 +117,7 @@ table inet ${GATEWAY_TABLE} {
 }
 
 /** nft statements for the peer list, appended to the ruleset in the same transaction. */
-export function renderGatewayPeersNft(s: GatewaySettings, peers: GatewayPeer[]): string {
+export function renderGatewayPeersNft(s: GatewaySettings, peers: GatewayPeer[], forwards: PortForward[] = []): string {
     const t = `inet ${GATEWAY_TABLE}`;
     const lines = [`# Peers of the wgexit gateway (${peers.length}).`];
     const nets = [s.tunnelCidr, s.tunnelCidrV6, ...peers.flatMap((p) => p.routedCidrs)];
@@ -126,6 +138,9 @@ export function renderGatewayPeersNft(s: GatewaySettings, peers: GatewayPeer[]):
             );
         }
     }
+    for (const f of forwards) {
+        lines.push(`add rule ${t} port_forwards meta nfproto ipv4 ${f.protocol} dport ${f.port} dnat ip to ${f.address}:${f.toPort} comment ${JSON.stringify(`port forward ${f.name}`)}`);
+    }
     return `${lines.join("\n")}\n`;
 }
 
@@ -143,6 +158,7 @@ export function renderGatewayScript(s: GatewaySettings): string {
 #   up       bring the tunnel, routes and firewall in line with the files (idempotent)
 #   down     take the tunnel and firewall down, keep the files
 #   remove   undo everything install did
+#   status   tunnel, firewall, routes and each peer's last handshake; non-zero when something is off
 set -euo pipefail
 ${assignments({
     WG_IF: s.wgInterface,
@@ -253,6 +269,26 @@ down() {
 	delete_link "$WG_IF"
 }
 
+# Every peer's AllowedIPs has its route on the tunnel.
+routes_complete() {
+	local cidr family
+	for cidr in $(wg show "$WG_IF" allowed-ips | cut -f2 | tr ' ' '\n' | grep '/'); do
+		case $cidr in *:*) family=6 ;; *) family=4 ;; esac
+		ip "-$family" route show "$cidr" dev "$WG_IF" proto "$ROUTE_PROTO" | grep . >/dev/null || return 1
+	done
+}
+
+status() {
+	check "tunnel $WG_IF" link_exists "$WG_IF"
+	check "firewall inet $TABLE" table_exists
+	check "forwarding" test "$(sysctl -n net.ipv4.ip_forward)" = 1
+	if link_exists "$WG_IF" >/dev/null 2>&1; then
+		check "routes for every peer" routes_complete
+		peer_status "$ROLE_DIR/peers.conf"
+	fi
+	return "$STATUS_BAD"
+}
+
 install() {
 	install_packages wg:wireguard-tools nft:nftables
 	ensure_key
@@ -282,8 +318,9 @@ install) install ;;
 up) up ;;
 down) down ;;
 remove) remove ;;
+status) status ;;
 public-key) cat "$ROLE_DIR/public.key" ;;
-*) die "usage: $0 install|up|down|remove|public-key" ;;
+*) die "usage: $0 install|up|down|remove|status|public-key" ;;
 esac
 `;
 }
@@ -305,11 +342,11 @@ export function renderGatewayRemoveCommand(): string {
 }
 
 /** Applies the peer list to a running gateway without restarting the tunnel. */
-export function renderGatewayPeersCommand(s: GatewaySettings, peers: GatewayPeer[]): string {
+export function renderGatewayPeersCommand(s: GatewaySettings, peers: GatewayPeer[], forwards: PortForward[] = []): string {
     return deliverAndRun(
         [
             { path: `${GATEWAY_DIR}/peers.conf`, content: renderGatewayPeersConf(peers), mode: "0644" },
-            { path: `${GATEWAY_DIR}/peers.nft`, content: renderGatewayPeersNft(s, peers), mode: "0644" },
+            { path: `${GATEWAY_DIR}/peers.nft`, content: renderGatewayPeersNft(s, peers, forwards), mode: "0644" },
         ],
         `${shq(GATEWAY_SCRIPT)} up`,
     );

@@ -5,7 +5,7 @@
 import * as ovh from "@ovhcloud/pulumi-ovh";
 import * as oci from "@pulumi/oci";
 import * as pulumi from "@pulumi/pulumi";
-import type { ConnectionConfig, OciConfig, OvhConfig, Placement } from "./config";
+import type { ConnectionConfig, OciConfig, OvhConfig, Placement, PortForward } from "./config";
 import {
     type GatewayPeer,
     type GatewaySettings,
@@ -36,6 +36,8 @@ export interface CloudGatewayArgs {
     sshPublicKey?: string;
     sshPrivateKey: pulumi.Input<string>;
     peers: GatewayPeerInput[];
+    /** Public ports sent through the tunnel to site guests; applied with the peers. */
+    portForwards: PortForward[];
 }
 
 export class CloudGateway extends pulumi.ComponentResource {
@@ -62,7 +64,7 @@ export class CloudGateway extends pulumi.ComponentResource {
             const userData = renderGatewayCloudInit(settings, args.sshPublicKey as string);
             const made =
                 args.placement === "oci"
-                    ? this.ociInstance(name, args.oci as OciConfig, settings, args.sshPublicKey as string, userData)
+                    ? this.ociInstance(name, args.oci as OciConfig, settings, args.sshPublicKey as string, userData, args.portForwards)
                     : this.ovhInstance(name, args.ovh as OvhConfig, args.sshPublicKey as string, userData);
             instance = made.instance;
             connection = { host: made.host, port: 22, user: args.sshUser, privateKey: args.sshPrivateKey, waitForBoot: true };
@@ -90,7 +92,7 @@ export class CloudGateway extends pulumi.ComponentResource {
 
         const peersCommand = pulumi
             .all(args.peers.map((p) => pulumi.output(p.publicKey)))
-            .apply((keys) => renderGatewayPeersCommand(settings, args.peers.map((p, i) => ({ ...p, publicKey: keys[i] }))));
+            .apply((keys) => renderGatewayPeersCommand(settings, args.peers.map((p, i) => ({ ...p, publicKey: keys[i] })), args.portForwards));
         const peers = hostStep(
             `${name}-peers`,
             {
@@ -108,7 +110,7 @@ export class CloudGateway extends pulumi.ComponentResource {
         this.registerOutputs({ publicKey: this.publicKey, publicAddress: this.publicAddress, endpoint: this.endpoint, peersApplied: peers.id });
     }
 
-    private ociInstance(name: string, c: OciConfig, s: GatewaySettings, sshPublicKey: string, userData: string) {
+    private ociInstance(name: string, c: OciConfig, s: GatewaySettings, sshPublicKey: string, userData: string, forwards: PortForward[]) {
         const parent = { parent: this };
         const vcn = new oci.core.Vcn(`${name}-vcn`, { compartmentId: c.compartmentId, cidrBlocks: [c.vcnCidr], isIpv6enabled: c.ipv6, displayName: `${name}-vcn`, dnsLabel: "wgexit" }, parent);
         const igw = new oci.core.InternetGateway(`${name}-igw`, { compartmentId: c.compartmentId, vcnId: vcn.id, enabled: true, displayName: `${name}-igw` }, parent);
@@ -135,6 +137,13 @@ export class CloudGateway extends pulumi.ComponentResource {
                 ingressSecurityRules: [
                     ...world.map((source) => ({ protocol: "17", source, description: "WireGuard", udpOptions: { min: s.listenPort, max: s.listenPort } })),
                     ...s.adminCidrs.map((source) => ({ protocol: "6", source, description: "SSH from admin", tcpOptions: { min: 22, max: 22 } })),
+                    // Port forwards (IPv4 only: guests have no public IPv6 address behind NAT66).
+                    ...forwards.map((f) => {
+                        const range = { min: f.port, max: f.port };
+                        return f.protocol === "tcp"
+                            ? { protocol: "6", source: "0.0.0.0/0", description: `port forward ${f.name}`, tcpOptions: range }
+                            : { protocol: "17", source: "0.0.0.0/0", description: `port forward ${f.name}`, udpOptions: range };
+                    }),
                     // Path MTU discovery needs "fragmentation needed" / "packet too big" in.
                     { protocol: "1", source: "0.0.0.0/0", description: "PMTU", icmpOptions: { type: 3, code: 4 } },
                     ...(c.ipv6 ? [{ protocol: "58", source: "::/0", description: "PMTU (IPv6)", icmpOptions: { type: 2 } }] : []),

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { type Cidr, type Family, hasHostBits, hostAt, isAddress, overlaps, parseCidr, size } from "./net";
+import { type Cidr, contains, type Family, hasHostBits, hostAt, isAddress, overlaps, parseCidr, size } from "./net";
 
 export const PROJECT = "wgexit";
 
@@ -239,6 +239,20 @@ const laptopSchema = z
     })
     .strict();
 
+const portForwardSchema = z
+    .object({
+        name: name('"web"'),
+        protocol: z.enum(["tcp", "udp"], { error: 'must be "tcp" or "udp"' }),
+        // The port on the gateway's public address.
+        port: port(443),
+        // Where it goes: a site's declared guest, or an address in one of the site's networks.
+        site: name('"home"'),
+        guest: name('"web1"').optional(),
+        address: address(4, '"192.168.100.50"').optional(),
+        toPort: port(443).optional(),
+    })
+    .strict();
+
 const peerSchema = z
     .object({
         name: name('"phone"'),
@@ -279,6 +293,7 @@ const KEY_SCHEMAS = {
     peers: z.array(peerSchema, { error: "must be a list of peers" }),
     sites: z.array(siteSchema, { error: "must be a list of sites" }),
     laptops: z.array(laptopSchema, { error: "must be a list of laptops" }),
+    portForwards: z.array(portForwardSchema, { error: "must be a list of port forwards" }),
 } as const;
 
 export type ConfigKey = keyof typeof KEY_SCHEMAS;
@@ -328,6 +343,7 @@ export interface StackConfig {
     peers: PeerConfig[];
     sites: ResolvedSite[];
     laptops: LaptopConfig[];
+    portForwards: PortForward[];
     tunnelPeers: TunnelPeer[];
 }
 
@@ -349,6 +365,18 @@ export interface ResolvedNetwork extends Omit<NetworkConfig, "guests"> {
 
 export interface ResolvedSite extends Omit<SiteConfig, "networks"> {
     networks: ResolvedNetwork[];
+}
+
+/** A port on the gateway's public address, forwarded through the tunnel to a guest. */
+export interface PortForward {
+    name: string;
+    protocol: "tcp" | "udp";
+    port: number;
+    site: string;
+    /** The guest's address, and the bridge of the network it is on. */
+    address: string;
+    bridge: string;
+    toPort: number;
 }
 
 export interface ConfigProblem {
@@ -402,9 +430,17 @@ function keyPath(key: string, issuePath: PropertyKey[]): string {
  * Validates raw config (keys as "wgexit:name" → string, as `pulumi.runtime.allConfig()` gives them).
  * Returns the typed config or throws ConfigError listing every problem.
  */
-export function parseStackConfig(raw: Record<string, string>, declarations = projectDeclarations()): StackConfig {
+export function parseStackConfig(raw: Record<string, string>, declarations = projectDeclarations(), isSecret?: (fullKey: string) => boolean): StackConfig {
     const problems: ConfigProblem[] = [];
     const values: Record<string, unknown> = {};
+
+    // A key declared secret must be stored encrypted: in plain text it would sit in the stack file and in state.
+    for (const [key, d] of Object.entries(declarations)) {
+        const fullKey = `${PROJECT}:${key}`;
+        if (d.secret && raw[fullKey] !== undefined && isSecret && !isSecret(fullKey)) {
+            problems.push({ key: fullKey, message: `is stored in plain text; remove it (pulumi config rm ${key}) and set it again with \`pulumi config set --secret ${key} < ~/.ssh/id_ed25519\`` });
+        }
+    }
 
     for (const fullKey of Object.keys(raw)) {
         if (!fullKey.startsWith(`${PROJECT}:`)) continue;
@@ -471,6 +507,7 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         }
         if (l.laptopAddress === l.vmAddress) problems.push({ key: `${PROJECT}:laptops[${i}].vmAddress`, message: "must differ from laptopAddress" });
     });
+    const portForwards = resolvePortForwards(v.portForwards ?? [], sites, { listenPort: v.listenPort as number, sshPort: v.existing?.port ?? 22 }, problems);
     checkOverlaps(v, problems);
     checkNames(v.sites ?? [], v.peers ?? [], v.laptops ?? [], problems);
 
@@ -500,8 +537,48 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         peers: v.peers ?? [],
         sites,
         laptops: v.laptops ?? [],
+        portForwards,
         tunnelPeers,
     };
+}
+
+/** Finds each forward's guest address and bridge; ports must be free on the gateway. */
+function resolvePortForwards(forwards: z.output<typeof portForwardSchema>[], sites: ResolvedSite[], gateway: { listenPort: number; sshPort: number }, problems: ConfigProblem[]): PortForward[] {
+    const taken = new Map<string, string>();
+    const resolved: PortForward[] = [];
+    forwards.forEach((f, i) => {
+        const key = `${PROJECT}:portForwards[${i}]`;
+        const claim = `${f.protocol}/${f.port}`;
+        if (taken.has(claim)) problems.push({ key: `${key}.port`, message: `${claim} is already forwarded by ${taken.get(claim)}; use another port` });
+        taken.set(claim, key);
+        if (f.protocol === "udp" && f.port === gateway.listenPort) problems.push({ key: `${key}.port`, message: `udp/${f.port} is the gateway's WireGuard port (listenPort); use another port` });
+        if (f.protocol === "tcp" && f.port === gateway.sshPort) problems.push({ key: `${key}.port`, message: `tcp/${f.port} is the gateway's SSH port; use another port` });
+        const site = sites.find((s) => s.name === f.site);
+        if (!site) {
+            problems.push({ key: `${key}.site`, message: `"${f.site}" is not a site; use one of ${sites.map((s) => s.name).join(", ") || "(no sites declared)"}` });
+            return;
+        }
+        if ((f.guest === undefined) === (f.address === undefined)) {
+            problems.push({ key: `${key}.guest`, message: 'set either guest (a declared guest\'s name) or address (an address in one of the site\'s networks), for example guest: "web1"' });
+            return;
+        }
+        for (const network of site.networks) {
+            const guest = network.guests.find((g) => g.name === f.guest);
+            const address = guest?.addressV4 ?? f.address;
+            const cidr = parseCidr(network.cidr) as Cidr;
+            const inside = address !== undefined && address !== network.bridgeV4 && contains(cidr, parseCidr(`${address}/32`) as Cidr);
+            if (guest || (f.address !== undefined && inside)) {
+                resolved.push({ name: f.name, protocol: f.protocol, port: f.port, site: site.name, address: address as string, bridge: network.bridge, toPort: f.toPort ?? f.port });
+                return;
+            }
+        }
+        problems.push(
+            f.guest !== undefined
+                ? { key: `${key}.guest`, message: `"${f.guest}" is not a guest of site ${site.name}; use one of ${site.networks.flatMap((n) => n.guests.map((g) => g.name)).join(", ") || "(no guests declared)"}` }
+                : { key: `${key}.address`, message: `${f.address} is not a guest address in site ${site.name}'s networks (${site.networks.map((n) => n.cidr).join(", ")})` },
+        );
+    });
+    return resolved;
 }
 
 /**
@@ -721,7 +798,9 @@ function checkNames(sites: SiteConfig[], peers: PeerConfig[], laptops: LaptopCon
 /** Reads and validates the running stack's config; throws before any resource is registered. */
 export function loadStackConfig(): StackConfig {
     try {
-        return parseStackConfig(pulumi.runtime.allConfig());
+        // isConfigSecret is not in the SDK's typings; without it the check is skipped, never wrong.
+        const runtimeConfig = require("@pulumi/pulumi/runtime/config") as { isConfigSecret?: (k: string) => boolean };
+        return parseStackConfig(pulumi.runtime.allConfig(), projectDeclarations(), runtimeConfig.isConfigSecret);
     } catch (e) {
         if (e instanceof ConfigError) throw new pulumi.RunError(e.message);
         throw e;

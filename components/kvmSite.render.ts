@@ -2,7 +2,7 @@
 // peer, the libvirt routed network, and each guest's domain XML and NoCloud seed.
 // Everything here is a function of plain values, so it is snapshot-tested.
 import { create as createXml } from "xmlbuilder2";
-import type { ResolvedNetwork } from "./config";
+import type { PortForward, ResolvedNetwork } from "./config";
 import { parseCidr } from "./net";
 import { renderRoleFunctions } from "./roleScript";
 import { assignments, deliverAndRun, type FileToWrite, runIfPresent, shq } from "./shell";
@@ -29,6 +29,8 @@ export interface SiteSettings {
     serveDns: boolean;
     poolDir: string;
     domainType: "kvm" | "qemu";
+    /** Ports forwarded from the gateway's public address to guests of this site. */
+    portForwards: PortForward[];
 }
 
 export interface SiteGateway {
@@ -79,6 +81,9 @@ export function renderSiteRuleset(s: SiteSettings): string {
             if (inbound4.length) add(`iifname ${wg} oifname ${bridge} ip saddr { ${inbound4.join(", ")} } ip daddr ${n.cidr} ct state new accept comment "allowInboundFrom to ${n.name}"`);
             if (inbound6.length && n.cidrV6) add(`iifname ${wg} oifname ${bridge} ip6 saddr { ${inbound6.join(", ")} } ip6 daddr ${n.cidrV6} ct state new accept comment "allowInboundFrom to ${n.name}"`);
         });
+        for (const f of s.portForwards) {
+            add(`iifname ${wg} oifname ${JSON.stringify(f.bridge)} ip daddr ${f.address} ${f.protocol} dport ${f.toPort} ct state new accept comment ${JSON.stringify(`port forward ${f.name}`)}`);
+        }
         add(`iifname ${bridges} counter drop comment "guests reach only the tunnel (not the LAN)"`);
         add(`oifname ${bridges} counter drop comment "only the tunnel reaches guests"`);
         add(`iifname ${wg} counter drop comment "the tunnel reaches nothing else (not the LAN)"`);
@@ -108,7 +113,7 @@ ${forwardRules}
 
 /** The gateway as this site's only WireGuard peer. AllowedIPs is everything: policy routing decides what enters. */
 export function renderSitePeerConf(g: SiteGateway): string {
-    return `# the wgexit gateway
+    return `# gateway
 [Peer]
 PublicKey = ${g.publicKey}
 Endpoint = ${g.endpoint}
@@ -127,6 +132,7 @@ export function renderSiteScript(s: SiteSettings): string {
 #   up                    kill switch, firewall, then the tunnel (idempotent)
 #   down                  take the tunnel down; the kill switch and firewall stay
 #   remove                undo everything install did
+#   status                tunnel, kill switch, firewall, networks, the gateway's last handshake
 #   network-up NAME       define and start the libvirt network from networks/NAME.xml
 #   network-remove NAME
 #   guest-up NAME         overlay disk, NoCloud seed, static lease, define, start, autostart
@@ -208,6 +214,34 @@ down() {
 	delete_link "$WG_IF"
 }
 
+kill_switch_complete() {
+	local f bridge
+	for f in 4 6; do
+		ip "-$f" route show table "$ROUTE_TABLE" | grep '^unreachable default' >/dev/null || return 1
+		for bridge in $BRIDGES; do ip "-$f" rule show pref "$ROUTE_TABLE" iif "$bridge" | grep . >/dev/null || return 1; done
+	done
+}
+
+tunnel_routed() { ip -4 route show table "$ROUTE_TABLE" | grep "^default dev $WG_IF" >/dev/null; }
+
+networks_active() {
+	local file
+	for file in "$ROLE_DIR"/networks/*.xml; do
+		[ -e "$file" ] || continue
+		virsh -q net-info "$(basename "$file" .xml)" | grep '^Active:.*yes' >/dev/null || return 1
+	done
+}
+
+status() {
+	check "tunnel $WG_IF" link_exists "$WG_IF"
+	check "guest traffic routed into the tunnel" tunnel_routed
+	check "kill switch (rules and unreachable routes)" kill_switch_complete
+	check "firewall inet $TABLE" table_exists
+	check "libvirt networks active" networks_active
+	if link_exists "$WG_IF" >/dev/null 2>&1; then peer_status "$ROLE_DIR/peer.conf"; fi
+	return "$STATUS_BAD"
+}
+
 install() {
 	install_packages wg:wireguard-tools nft:nftables qemu-img:qemu-utils genisoimage:genisoimage
 	ensure_key
@@ -256,7 +290,8 @@ network_up() {
 	if ! virsh -q net-info "$name" >/dev/null 2>&1; then
 		virsh -q net-define "$xml" >/dev/null
 	fi
-	if ! virsh -q net-info "$name" | grep -q '^Active: *yes'; then virsh -q net-start "$name" >/dev/null; fi
+	# grep reads all of virsh's output: with pipefail, grep -q could make the pipeline fail on SIGPIPE.
+	if ! virsh -q net-info "$name" | grep '^Active: *yes' >/dev/null; then virsh -q net-start "$name" >/dev/null; fi
 	virsh -q net-autostart "$name" >/dev/null
 	cp -f "$xml" "$ROLE_DIR/networks/$name.applied"
 }
@@ -280,7 +315,7 @@ ensure_pool() {
 		virsh -q pool-define-as "$POOL_NAME" dir --target "$POOL_DIR" >/dev/null
 		virsh -q pool-build "$POOL_NAME" >/dev/null
 	fi
-	virsh -q pool-info "$POOL_NAME" | grep -q '^State: *running' || virsh -q pool-start "$POOL_NAME" >/dev/null
+	virsh -q pool-info "$POOL_NAME" | grep '^State: *running' >/dev/null || virsh -q pool-start "$POOL_NAME" >/dev/null
 	virsh -q pool-autostart "$POOL_NAME" >/dev/null
 }
 
@@ -331,7 +366,7 @@ set_lease() {
 clear_lease() {
 	local network=$1 mac=$2
 	virsh -q net-info "$network" >/dev/null 2>&1 || return 0
-	if virsh -q net-dumpxml --inactive "$network" | grep -q "mac='$mac'"; then
+	if virsh -q net-dumpxml --inactive "$network" | grep "mac='$mac'" >/dev/null; then
 		virsh -q net-update "$network" delete ip-dhcp-host "<host mac='$mac'/>" --live --config >/dev/null 2>&1 ||
 			virsh -q net-update "$network" delete ip-dhcp-host "<host mac='$mac'/>" --config >/dev/null
 	fi
@@ -358,7 +393,7 @@ guest_up() {
 	virsh -q pool-refresh "$POOL_NAME" >/dev/null
 	set_lease "$NETWORK" "$MAC" "$ADDRESS" "$name"
 	virsh -q define "$dir/domain.xml" >/dev/null
-	if ! virsh -q domstate "$name" | grep -q '^running'; then
+	if ! virsh -q domstate "$name" | grep '^running' >/dev/null; then
 		virsh -q start "$name" >/dev/null
 	elif [ -e "$dir/domain.applied" ] && ! cmp -s "$dir/domain.xml" "$dir/domain.applied"; then
 		log "guest $name: new definition saved; it takes effect at the guest's next boot (virsh reboot $name)"
@@ -393,12 +428,13 @@ install) install ;;
 up) up ;;
 down) down ;;
 remove) remove ;;
+status) status ;;
 public-key) cat "$ROLE_DIR/public.key" ;;
 network-up) network_up "\${2:?network name}" ;;
 network-remove) network_remove "\${2:?network name}" ;;
 guest-up) guest_up "\${2:?guest name}" ;;
 guest-remove) guest_remove "\${2:?guest name}" ;;
-*) die "usage: $0 install|up|down|remove|public-key|network-up NAME|network-remove NAME|guest-up NAME|guest-remove NAME" ;;
+*) die "usage: $0 install|up|down|remove|status|public-key|network-up NAME|network-remove NAME|guest-up NAME|guest-remove NAME" ;;
 esac
 `;
 }

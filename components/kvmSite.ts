@@ -3,7 +3,7 @@
 // and its LAN off with its own nftables table, and runs libvirt routed networks and
 // guests (GuestVm) defined from generated XML. Renderers live in kvmSite.render.ts.
 import * as pulumi from "@pulumi/pulumi";
-import type { ResolvedSite } from "./config";
+import type { PortForward, ResolvedSite } from "./config";
 import { type HostConnection, hostStep } from "./connection";
 import { GuestVm } from "./guestVm";
 import {
@@ -22,6 +22,8 @@ export interface KvmSiteArgs {
     addressV6: string;
     tunnelMtu: number;
     gateway: { publicKey: pulumi.Input<string>; endpoint: pulumi.Input<string> };
+    /** Ports the gateway forwards to this site's guests: the site's firewall lets them in. */
+    portForwards: PortForward[];
     sshPrivateKey: pulumi.Input<string>;
 }
 
@@ -52,6 +54,7 @@ export class KvmSite extends pulumi.ComponentResource {
             serveDns: site.serveDns,
             poolDir: site.poolDir,
             domainType: site.domainType,
+            portForwards: args.portForwards,
         };
 
         const installCommand = pulumi

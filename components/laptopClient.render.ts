@@ -140,26 +140,16 @@ down() {
 	delete_link "$WG_IF"
 }
 
+kill_switch_complete() {
+	ip -4 rule show pref "$ROUTE_TABLE" | grep . >/dev/null && ip -4 route show table "$ROUTE_TABLE" | grep '^unreachable default' >/dev/null
+}
+
 status() {
-	local bad=0 latest now
-	if ip link show dev "$WG_IF" >/dev/null 2>&1; then
-		latest=$(wg show "$WG_IF" latest-handshakes | awk '{print $2; exit}')
-		now=$(date +%s)
-		if [ -n "$latest" ] && [ "$latest" != 0 ] && [ $((now - latest)) -lt 180 ]; then
-			echo "tunnel: ok (handshake $((now - latest)) s ago)"
-		else
-			echo "tunnel: no recent handshake"; bad=1
-		fi
-	else
-		echo "tunnel: $WG_IF is down"; bad=1
-	fi
-	if ip -4 rule show pref "$ROUTE_TABLE" | grep -q . && ip -4 route show table "$ROUTE_TABLE" | grep -q '^unreachable default'; then
-		echo "kill switch: ok"
-	else
-		echo "kill switch: missing"; bad=1
-	fi
-	if nft list table inet "$TABLE" >/dev/null 2>&1; then echo "firewall: ok"; else echo "firewall: missing"; bad=1; fi
-	return "$bad"
+	check "tunnel $WG_IF" link_exists "$WG_IF"
+	check "kill switch (rule and unreachable route)" kill_switch_complete
+	check "firewall inet $TABLE" table_exists
+	if link_exists "$WG_IF" >/dev/null 2>&1; then peer_status "$ROLE_DIR/peer.conf"; fi
+	return "$STATUS_BAD"
 }
 
 install() {
@@ -198,7 +188,7 @@ esac
 }
 
 export function renderLaptopVmPeerConf(g: LaptopGateway): string {
-    return `# the wgexit gateway
+    return `# gateway
 [Peer]
 PublicKey = ${g.publicKey}
 Endpoint = ${g.endpoint}
@@ -528,13 +518,22 @@ down() {
 	firewall_off
 }
 
+STATUS_BAD=0
+check() {
+	local what=$1
+	shift
+	if "$@" >/dev/null 2>&1; then echo "check $what ok"; else echo "check $what FAIL"; STATUS_BAD=1; fi
+}
+
+routes_via_vm() { route_present 4 0.0.0.0/1 && route_present 4 128.0.0.0/1; }
+endpoint_routed() { [ -e "$STATE_DIR/endpoint" ] && route_present 4 "$(cat "$STATE_DIR/endpoint")/32"; }
+
 status() {
-	local bad=0
-	if route_present 4 0.0.0.0/1 && route_present 4 128.0.0.0/1; then echo "routes: ok (via $VM_V4)"; else echo "routes: missing"; bad=1; fi
-	if [ -e "$STATE_DIR/endpoint" ] && route_present 4 "$(cat "$STATE_DIR/endpoint")/32"; then echo "endpoint route: ok"; else echo "endpoint route: missing"; bad=1; fi
-	if firewall_present; then echo "firewall: ok"; else echo "firewall: missing"; bad=1; fi
-	if dns_present; then echo "dns: ok ($RESOLVER)"; else echo "dns: not set"; bad=1; fi
-	return "$bad"
+	check "routes 0/1 and 128/1 via the VM" routes_via_vm
+	check "endpoint route via the uplink" endpoint_routed
+	check "uplink firewall" firewall_present
+	check "DNS $RESOLVER" dns_present
+	return "$STATUS_BAD"
 }
 
 install() {

@@ -130,6 +130,38 @@ drop_table() {
 	rm -f "$ROLE_DIR/applied.nft"
 }
 
+# --- status: lines the status command reads ------------------------------------------
+#   check <what> ok|FAIL [detail]
+#   peer <name> handshake=<seconds ago|never> rx=<bytes> tx=<bytes>
+STATUS_BAD=0
+
+# check WHAT COMMAND...: runs COMMAND quietly and reports whether it succeeded.
+check() {
+	local what=$1
+	shift
+	if "$@" >/dev/null 2>&1; then
+		echo "check $what ok"
+	else
+		echo "check $what FAIL"
+		STATUS_BAD=1
+	fi
+}
+
+# One line per WireGuard peer of WG_IF; names come from the "# name" line above each
+# [Peer] in the given file.
+peer_status() {
+	local conf=$1 now key latest rx tx name age
+	now=$(date +%s)
+	while IFS=$'\t' read -r key _ _ _ latest rx tx _; do
+		name=$(awk -v k="$key" '/^# / {n = $2} $1 == "PublicKey" && $3 == k {print n; exit}' "$conf")
+		if [ "$latest" = 0 ]; then age=never; else age=$((now - latest)); fi
+		echo "peer \${name:-$key} handshake=$age rx=$rx tx=$tx"
+	done < <(wg show "$WG_IF" dump | tail -n +2)
+}
+
+link_exists() { ip link show dev "$1"; }
+table_exists() { nft list table inet "$TABLE"; }
+
 # Without systemd (the lab, some containers) the caller runs "up" itself.
 install_unit() {
 	local description=$1 after=\${2:-}

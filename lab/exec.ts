@@ -14,6 +14,7 @@ export interface RunOptions {
     /** Do not throw on a non-zero exit. */
     allowFail?: boolean;
     env?: NodeJS.ProcessEnv;
+    cwd?: string;
 }
 
 export class CommandError extends Error {
@@ -29,7 +30,7 @@ export class CommandError extends Error {
 export function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
     const timeoutMs = opts.timeoutMs ?? 120_000;
     return new Promise((resolve, reject) => {
-        const child = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "pipe"], env: opts.env ?? process.env });
+        const child = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "pipe"], env: opts.env ?? process.env, cwd: opts.cwd });
         let stdout = "";
         let stderr = "";
         child.stdout.on("data", (d) => {

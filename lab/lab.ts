@@ -3,9 +3,9 @@
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse as parseYaml } from "yaml";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import type { ApplyJob, ApplyResult } from "./apply";
-import { inNs, run, waitFor } from "./exec";
+import { inNs, type RunResult, run, waitFor } from "./exec";
 import type { GuestBootFiles } from "./guests";
 import { encodeConfig } from "./mocked";
 import { LAB, LabWorld } from "./world";
@@ -89,6 +89,23 @@ export class Lab {
             sshPublicKey: fs.readFileSync(`${this.world.sshKeyFile}.pub`, "utf8").trim(),
             sshUser: "root",
         };
+    }
+
+    /** The stack file a user would have for this config (the status command reads one). */
+    writeStackFile(overrides: Overrides, name: string): string {
+        const file = path.join(this.world.root, name);
+        const prefixed = Object.fromEntries(Object.entries({ ...this.baseOverrides(), ...overrides }).map(([k, v]) => [`wgexit:${k}`, v]));
+        fs.writeFileSync(file, stringifyYaml({ config: { ...labStackFile(), ...prefixed } }), { mode: 0o600 });
+        return file;
+    }
+
+    /** `npm run status` from the operator's machine, with the lab's key. */
+    async status(stackFile: string): Promise<RunResult> {
+        return inNs(this.world.ns("ctl"), `${process.execPath} --import tsx ops/status.ts --config ${stackFile} --identity ${this.world.sshKeyFile} --known-hosts ${path.join(this.world.root, "known_hosts")}`, {
+            allowFail: true,
+            timeoutMs: 120_000,
+            cwd: REPO,
+        });
     }
 
     /** One `pulumi up` (or destroy) of the lab stack, in a fresh process. */

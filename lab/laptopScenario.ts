@@ -120,15 +120,16 @@ export async function laptopScenario(lab: Lab): Promise<void> {
     const exposed = await lanToLaptop();
     lab.record(group, "device on the same Wi-Fi → laptop: blocked", exposedBefore === "open" && exposed === "closed", `SSH from the LAN: ${exposedBefore} before, ${exposed} after`);
 
-    const laptopStatus = await w.hostExec("laptop", `${LAPTOP_SCRIPT} status`, true);
-    const vmStatus = await w.hostExec("lvm", `${VM_SCRIPT} status`, true);
-    const healthy = laptopStatus.code === 0 && vmStatus.code === 0 && /handshake \d+ s ago/.test(vmStatus.stdout);
-    lab.record(group, "status: healthy, with the handshake's age", healthy, `${laptopStatus.stdout.trim()} | ${vmStatus.stdout.trim()}`.replace(/\n/g, "; "));
+    // `npm run status` from the operator: every host of the stack, then the fault.
+    const stackFile = lab.writeStackFile(overrides, "Pulumi.lab-laptop.yaml");
+    const healthy = await lab.status(stackFile);
+    const peerLines = healthy.stdout.split("\n").filter((l) => / {2}peer \S+ +(ok|idle|FAIL) /.test(l));
+    lab.record(group, "status: healthy, with the handshake's age", healthy.code === 0 && peerLines.length === 3 && peerLines.every((l) => /handshake \d+ s ago/.test(l) || /not judged/.test(l)), healthy.code === 0 ? peerLines.join("; ") : `exit ${healthy.code}: ${healthy.stdout.split("\n").filter((l) => /FAIL|problem/.test(l)).join("; ")} ${healthy.stderr}`);
 
     // Kill switch: the VM's tunnel deleted.
     await w.hostExec("lvm", `ip link del ${VM_WG}`);
-    const faulty = await w.hostExec("lvm", `${VM_SCRIPT} status`, true);
-    lab.record(group, "status reports the missing tunnel and exits non-zero", faulty.code !== 0 && /tunnel: .*down/.test(faulty.stdout), `exit ${faulty.code}: ${faulty.stdout.trim().replace(/\n/g, "; ")}`);
+    const faulty = await lab.status(stackFile);
+    lab.record(group, "status reports the missing tunnel and exits non-zero", faulty.code === 1 && /laptop laptop \(VM\)\s+tunnel wgexit1\s+FAIL/.test(faulty.stdout), `exit ${faulty.code}: ${faulty.stdout.split("\n").filter((l) => /FAIL|problem/.test(l)).join("; ")}`);
     await leakCheck(lab, group, "VM tunnel deleted");
     // The same check must fail when the kill switches are broken: the laptop's firewall and
     // routes gone, so it falls back to its Wi-Fi.

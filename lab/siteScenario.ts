@@ -156,6 +156,21 @@ export async function siteScenario(lab: Lab): Promise<void> {
             const denied = await fromPeer();
             lab.record(group, "WireGuard network → guest: denied when configured off", denied.body === undefined && denied.seen.length === 0 && closed.executions.every((e) => e.key.endsWith("site-home-install")), `${closed.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", ")}; guest saw ${denied.seen.length}`);
             await lab.apply({});
+
+            // A public port on the gateway, forwarded through the tunnel to the guest.
+            const fetchForwarded = async () => {
+                w.clearLog("guest-clients");
+                const r = await inNs(w.ns("srv"), `curl -s -m 5 --interface ${LAB.server.v4} http://${LAB.cloudPublic.v4}:8081/`, { allowFail: true, timeoutMs: 15_000 });
+                return { body: r.code === 0 ? r.stdout.trim() : undefined, seen: w.readLog("guest-clients") };
+            };
+            const forwarded = await lab.apply({ portForwards: [{ name: "web", protocol: "tcp", port: 8081, site: "home", address: lease.ip, toPort: 80 }] });
+            const viaGateway = await fetchForwarded();
+            const steps = forwarded.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", ");
+            lab.record(group, "port forward: the gateway's public port reaches the guest, which sees the real client address", viaGateway.body === LAB.server.v4 && viaGateway.seen.includes(LAB.server.v4), `answer ${viaGateway.body ?? "none"}, guest saw ${viaGateway.seen.join(", ") || "nothing"}`);
+            lab.record(group, "adding a port forward updates the gateway's peers and the site in place", forwarded.executions.length === 2 && forwarded.executions.every((e) => e.action === "update" && /::(gateway-peers|site-home-install)$/.test(e.key)), steps);
+            await lab.apply({});
+            const removed = await fetchForwarded();
+            lab.record(group, "removing the port forward closes it", removed.body === undefined && removed.seen.length === 0, `answer ${removed.body ?? "none"}, guest saw ${removed.seen.length}`);
         } finally {
             await lab.peerDown(wg);
             listener();
@@ -189,8 +204,15 @@ EOF`);
         await inNs(w.ns("srv"), "nft delete table inet wgexit_lab_pmtu");
         lab.record(group, "4 MB download completes while the server drops ICMP fragmentation-needed", download.stdout.trim() === "4194304", `${download.stdout.trim() || 0} bytes in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
+        // `npm run status` from the operator: healthy, then the fault once the host's tunnel goes.
+        const stackFile = lab.writeStackFile({}, "Pulumi.lab-site.yaml");
+        const healthy = await lab.status(stackFile);
+        lab.record(group, "status: healthy, with each peer's handshake age and bytes", healthy.code === 0 && /peer home\s+ok\s+handshake \d+ s ago, rx/.test(healthy.stdout) && /\nhealthy$/.test(healthy.stdout.trim()), healthy.code === 0 ? healthy.stdout.split("\n").filter((l) => / {2}peer \S+ +(ok|idle|FAIL) /.test(l)).join("; ") : `exit ${healthy.code}: ${healthy.stdout.split("\n").filter((l) => /FAIL|problem/.test(l)).join("; ")} ${healthy.stderr}`);
+
         // Kill switch: the host's tunnel deleted, then the gateway dead.
         await w.hostExec("kvm", `ip link del ${SITE_WG}`);
+        const fault = await lab.status(stackFile);
+        lab.record(group, "status reports the site's missing tunnel and exits non-zero", fault.code === 1 && /site home\s+tunnel wgexit0\s+FAIL/.test(fault.stdout), `exit ${fault.code}: ${fault.stdout.split("\n").filter((l) => /FAIL|problem/.test(l)).join("; ")}`);
         await leakCheck(lab, group, "site tunnel deleted", resolver);
         await w.hostExec("kvm", `${SITE_TABLE_CMD} up`);
         await w.hostExec("cloud", "ip link del wg0");

@@ -4,6 +4,7 @@
 #   up       bring the tunnel, routes and firewall in line with the files (idempotent)
 #   down     take the tunnel and firewall down, keep the files
 #   remove   undo everything install did
+#   status   tunnel, firewall, routes and each peer's last handshake; non-zero when something is off
 set -euo pipefail
 WG_IF='wg0'
 LISTEN_PORT='51820'
@@ -146,6 +147,38 @@ drop_table() {
 	rm -f "$ROLE_DIR/applied.nft"
 }
 
+# --- status: lines the status command reads ------------------------------------------
+#   check <what> ok|FAIL [detail]
+#   peer <name> handshake=<seconds ago|never> rx=<bytes> tx=<bytes>
+STATUS_BAD=0
+
+# check WHAT COMMAND...: runs COMMAND quietly and reports whether it succeeded.
+check() {
+	local what=$1
+	shift
+	if "$@" >/dev/null 2>&1; then
+		echo "check $what ok"
+	else
+		echo "check $what FAIL"
+		STATUS_BAD=1
+	fi
+}
+
+# One line per WireGuard peer of WG_IF; names come from the "# name" line above each
+# [Peer] in the given file.
+peer_status() {
+	local conf=$1 now key latest rx tx name age
+	now=$(date +%s)
+	while IFS=$'	' read -r key _ _ _ latest rx tx _; do
+		name=$(awk -v k="$key" '/^# / {n = $2} $1 == "PublicKey" && $3 == k {print n; exit}' "$conf")
+		if [ "$latest" = 0 ]; then age=never; else age=$((now - latest)); fi
+		echo "peer ${name:-$key} handshake=$age rx=$rx tx=$tx"
+	done < <(wg show "$WG_IF" dump | tail -n +2)
+}
+
+link_exists() { ip link show dev "$1"; }
+table_exists() { nft list table inet "$TABLE"; }
+
 # Without systemd (the lab, some containers) the caller runs "up" itself.
 install_unit() {
 	local description=$1 after=${2:-}
@@ -275,6 +308,27 @@ down() {
 	delete_link "$WG_IF"
 }
 
+# Every peer's AllowedIPs has its route on the tunnel.
+routes_complete() {
+	local cidr family
+	for cidr in $(wg show "$WG_IF" allowed-ips | cut -f2 | tr ' ' '
+' | grep '/'); do
+		case $cidr in *:*) family=6 ;; *) family=4 ;; esac
+		ip "-$family" route show "$cidr" dev "$WG_IF" proto "$ROUTE_PROTO" | grep . >/dev/null || return 1
+	done
+}
+
+status() {
+	check "tunnel $WG_IF" link_exists "$WG_IF"
+	check "firewall inet $TABLE" table_exists
+	check "forwarding" test "$(sysctl -n net.ipv4.ip_forward)" = 1
+	if link_exists "$WG_IF" >/dev/null 2>&1; then
+		check "routes for every peer" routes_complete
+		peer_status "$ROLE_DIR/peers.conf"
+	fi
+	return "$STATUS_BAD"
+}
+
 install() {
 	install_packages wg:wireguard-tools nft:nftables
 	ensure_key
@@ -304,6 +358,7 @@ install) install ;;
 up) up ;;
 down) down ;;
 remove) remove ;;
+status) status ;;
 public-key) cat "$ROLE_DIR/public.key" ;;
-*) die "usage: $0 install|up|down|remove|public-key" ;;
+*) die "usage: $0 install|up|down|remove|status|public-key" ;;
 esac

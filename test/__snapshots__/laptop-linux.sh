@@ -193,13 +193,22 @@ down() {
 	firewall_off
 }
 
+STATUS_BAD=0
+check() {
+	local what=$1
+	shift
+	if "$@" >/dev/null 2>&1; then echo "check $what ok"; else echo "check $what FAIL"; STATUS_BAD=1; fi
+}
+
+routes_via_vm() { route_present 4 0.0.0.0/1 && route_present 4 128.0.0.0/1; }
+endpoint_routed() { [ -e "$STATE_DIR/endpoint" ] && route_present 4 "$(cat "$STATE_DIR/endpoint")/32"; }
+
 status() {
-	local bad=0
-	if route_present 4 0.0.0.0/1 && route_present 4 128.0.0.0/1; then echo "routes: ok (via $VM_V4)"; else echo "routes: missing"; bad=1; fi
-	if [ -e "$STATE_DIR/endpoint" ] && route_present 4 "$(cat "$STATE_DIR/endpoint")/32"; then echo "endpoint route: ok"; else echo "endpoint route: missing"; bad=1; fi
-	if firewall_present; then echo "firewall: ok"; else echo "firewall: missing"; bad=1; fi
-	if dns_present; then echo "dns: ok ($RESOLVER)"; else echo "dns: not set"; bad=1; fi
-	return "$bad"
+	check "routes 0/1 and 128/1 via the VM" routes_via_vm
+	check "endpoint route via the uplink" endpoint_routed
+	check "uplink firewall" firewall_present
+	check "DNS $RESOLVER" dns_present
+	return "$STATUS_BAD"
 }
 
 install() {

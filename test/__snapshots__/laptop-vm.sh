@@ -148,6 +148,38 @@ drop_table() {
 	rm -f "$ROLE_DIR/applied.nft"
 }
 
+# --- status: lines the status command reads ------------------------------------------
+#   check <what> ok|FAIL [detail]
+#   peer <name> handshake=<seconds ago|never> rx=<bytes> tx=<bytes>
+STATUS_BAD=0
+
+# check WHAT COMMAND...: runs COMMAND quietly and reports whether it succeeded.
+check() {
+	local what=$1
+	shift
+	if "$@" >/dev/null 2>&1; then
+		echo "check $what ok"
+	else
+		echo "check $what FAIL"
+		STATUS_BAD=1
+	fi
+}
+
+# One line per WireGuard peer of WG_IF; names come from the "# name" line above each
+# [Peer] in the given file.
+peer_status() {
+	local conf=$1 now key latest rx tx name age
+	now=$(date +%s)
+	while IFS=$'	' read -r key _ _ _ latest rx tx _; do
+		name=$(awk -v k="$key" '/^# / {n = $2} $1 == "PublicKey" && $3 == k {print n; exit}' "$conf")
+		if [ "$latest" = 0 ]; then age=never; else age=$((now - latest)); fi
+		echo "peer ${name:-$key} handshake=$age rx=$rx tx=$tx"
+	done < <(wg show "$WG_IF" dump | tail -n +2)
+}
+
+link_exists() { ip link show dev "$1"; }
+table_exists() { nft list table inet "$TABLE"; }
+
 # Without systemd (the lab, some containers) the caller runs "up" itself.
 install_unit() {
 	local description=$1 after=${2:-}
@@ -226,26 +258,16 @@ down() {
 	delete_link "$WG_IF"
 }
 
+kill_switch_complete() {
+	ip -4 rule show pref "$ROUTE_TABLE" | grep . >/dev/null && ip -4 route show table "$ROUTE_TABLE" | grep '^unreachable default' >/dev/null
+}
+
 status() {
-	local bad=0 latest now
-	if ip link show dev "$WG_IF" >/dev/null 2>&1; then
-		latest=$(wg show "$WG_IF" latest-handshakes | awk '{print $2; exit}')
-		now=$(date +%s)
-		if [ -n "$latest" ] && [ "$latest" != 0 ] && [ $((now - latest)) -lt 180 ]; then
-			echo "tunnel: ok (handshake $((now - latest)) s ago)"
-		else
-			echo "tunnel: no recent handshake"; bad=1
-		fi
-	else
-		echo "tunnel: $WG_IF is down"; bad=1
-	fi
-	if ip -4 rule show pref "$ROUTE_TABLE" | grep -q . && ip -4 route show table "$ROUTE_TABLE" | grep -q '^unreachable default'; then
-		echo "kill switch: ok"
-	else
-		echo "kill switch: missing"; bad=1
-	fi
-	if nft list table inet "$TABLE" >/dev/null 2>&1; then echo "firewall: ok"; else echo "firewall: missing"; bad=1; fi
-	return "$bad"
+	check "tunnel $WG_IF" link_exists "$WG_IF"
+	check "kill switch (rule and unreachable route)" kill_switch_complete
+	check "firewall inet $TABLE" table_exists
+	if link_exists "$WG_IF" >/dev/null 2>&1; then peer_status "$ROLE_DIR/peer.conf"; fi
+	return "$STATUS_BAD"
 }
 
 install() {

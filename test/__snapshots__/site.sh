@@ -4,6 +4,7 @@
 #   up                    kill switch, firewall, then the tunnel (idempotent)
 #   down                  take the tunnel down; the kill switch and firewall stay
 #   remove                undo everything install did
+#   status                tunnel, kill switch, firewall, networks, the gateway's last handshake
 #   network-up NAME       define and start the libvirt network from networks/NAME.xml
 #   network-remove NAME
 #   guest-up NAME         overlay disk, NoCloud seed, static lease, define, start, autostart
@@ -151,6 +152,38 @@ drop_table() {
 	rm -f "$ROLE_DIR/applied.nft"
 }
 
+# --- status: lines the status command reads ------------------------------------------
+#   check <what> ok|FAIL [detail]
+#   peer <name> handshake=<seconds ago|never> rx=<bytes> tx=<bytes>
+STATUS_BAD=0
+
+# check WHAT COMMAND...: runs COMMAND quietly and reports whether it succeeded.
+check() {
+	local what=$1
+	shift
+	if "$@" >/dev/null 2>&1; then
+		echo "check $what ok"
+	else
+		echo "check $what FAIL"
+		STATUS_BAD=1
+	fi
+}
+
+# One line per WireGuard peer of WG_IF; names come from the "# name" line above each
+# [Peer] in the given file.
+peer_status() {
+	local conf=$1 now key latest rx tx name age
+	now=$(date +%s)
+	while IFS=$'	' read -r key _ _ _ latest rx tx _; do
+		name=$(awk -v k="$key" '/^# / {n = $2} $1 == "PublicKey" && $3 == k {print n; exit}' "$conf")
+		if [ "$latest" = 0 ]; then age=never; else age=$((now - latest)); fi
+		echo "peer ${name:-$key} handshake=$age rx=$rx tx=$tx"
+	done < <(wg show "$WG_IF" dump | tail -n +2)
+}
+
+link_exists() { ip link show dev "$1"; }
+table_exists() { nft list table inet "$TABLE"; }
+
 # Without systemd (the lab, some containers) the caller runs "up" itself.
 install_unit() {
 	local description=$1 after=${2:-}
@@ -246,6 +279,34 @@ down() {
 	delete_link "$WG_IF"
 }
 
+kill_switch_complete() {
+	local f bridge
+	for f in 4 6; do
+		ip "-$f" route show table "$ROUTE_TABLE" | grep '^unreachable default' >/dev/null || return 1
+		for bridge in $BRIDGES; do ip "-$f" rule show pref "$ROUTE_TABLE" iif "$bridge" | grep . >/dev/null || return 1; done
+	done
+}
+
+tunnel_routed() { ip -4 route show table "$ROUTE_TABLE" | grep "^default dev $WG_IF" >/dev/null; }
+
+networks_active() {
+	local file
+	for file in "$ROLE_DIR"/networks/*.xml; do
+		[ -e "$file" ] || continue
+		virsh -q net-info "$(basename "$file" .xml)" | grep '^Active:.*yes' >/dev/null || return 1
+	done
+}
+
+status() {
+	check "tunnel $WG_IF" link_exists "$WG_IF"
+	check "guest traffic routed into the tunnel" tunnel_routed
+	check "kill switch (rules and unreachable routes)" kill_switch_complete
+	check "firewall inet $TABLE" table_exists
+	check "libvirt networks active" networks_active
+	if link_exists "$WG_IF" >/dev/null 2>&1; then peer_status "$ROLE_DIR/peer.conf"; fi
+	return "$STATUS_BAD"
+}
+
 install() {
 	install_packages wg:wireguard-tools nft:nftables qemu-img:qemu-utils genisoimage:genisoimage
 	ensure_key
@@ -294,7 +355,8 @@ network_up() {
 	if ! virsh -q net-info "$name" >/dev/null 2>&1; then
 		virsh -q net-define "$xml" >/dev/null
 	fi
-	if ! virsh -q net-info "$name" | grep -q '^Active: *yes'; then virsh -q net-start "$name" >/dev/null; fi
+	# grep reads all of virsh's output: with pipefail, grep -q could make the pipeline fail on SIGPIPE.
+	if ! virsh -q net-info "$name" | grep '^Active: *yes' >/dev/null; then virsh -q net-start "$name" >/dev/null; fi
 	virsh -q net-autostart "$name" >/dev/null
 	cp -f "$xml" "$ROLE_DIR/networks/$name.applied"
 }
@@ -318,7 +380,7 @@ ensure_pool() {
 		virsh -q pool-define-as "$POOL_NAME" dir --target "$POOL_DIR" >/dev/null
 		virsh -q pool-build "$POOL_NAME" >/dev/null
 	fi
-	virsh -q pool-info "$POOL_NAME" | grep -q '^State: *running' || virsh -q pool-start "$POOL_NAME" >/dev/null
+	virsh -q pool-info "$POOL_NAME" | grep '^State: *running' >/dev/null || virsh -q pool-start "$POOL_NAME" >/dev/null
 	virsh -q pool-autostart "$POOL_NAME" >/dev/null
 }
 
@@ -369,7 +431,7 @@ set_lease() {
 clear_lease() {
 	local network=$1 mac=$2
 	virsh -q net-info "$network" >/dev/null 2>&1 || return 0
-	if virsh -q net-dumpxml --inactive "$network" | grep -q "mac='$mac'"; then
+	if virsh -q net-dumpxml --inactive "$network" | grep "mac='$mac'" >/dev/null; then
 		virsh -q net-update "$network" delete ip-dhcp-host "<host mac='$mac'/>" --live --config >/dev/null 2>&1 ||
 			virsh -q net-update "$network" delete ip-dhcp-host "<host mac='$mac'/>" --config >/dev/null
 	fi
@@ -396,7 +458,7 @@ guest_up() {
 	virsh -q pool-refresh "$POOL_NAME" >/dev/null
 	set_lease "$NETWORK" "$MAC" "$ADDRESS" "$name"
 	virsh -q define "$dir/domain.xml" >/dev/null
-	if ! virsh -q domstate "$name" | grep -q '^running'; then
+	if ! virsh -q domstate "$name" | grep '^running' >/dev/null; then
 		virsh -q start "$name" >/dev/null
 	elif [ -e "$dir/domain.applied" ] && ! cmp -s "$dir/domain.xml" "$dir/domain.applied"; then
 		log "guest $name: new definition saved; it takes effect at the guest's next boot (virsh reboot $name)"
@@ -431,10 +493,11 @@ install) install ;;
 up) up ;;
 down) down ;;
 remove) remove ;;
+status) status ;;
 public-key) cat "$ROLE_DIR/public.key" ;;
 network-up) network_up "${2:?network name}" ;;
 network-remove) network_remove "${2:?network name}" ;;
 guest-up) guest_up "${2:?guest name}" ;;
 guest-remove) guest_remove "${2:?guest name}" ;;
-*) die "usage: $0 install|up|down|remove|public-key|network-up NAME|network-remove NAME|guest-up NAME|guest-remove NAME" ;;
+*) die "usage: $0 install|up|down|remove|status|public-key|network-up NAME|network-remove NAME|guest-up NAME|guest-remove NAME" ;;
 esac

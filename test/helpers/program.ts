@@ -93,3 +93,34 @@ export function baseConfig(placement: "existing" | "oci" | "ovh"): Record<string
     if (placement === "oci") return { ...common, sshPublicKey: TEST_SSH_PUBLIC_KEY, oci: { compartmentId: "ocid1.compartment.oc1..aaaaexample" } };
     return { ...common, sshPublicKey: TEST_SSH_PUBLIC_KEY, ovh: { serviceName: "0123456789abcdef0123456789abcdef", region: "GRA11" } };
 }
+
+// Shared fixtures: one KVM site with two networks, and one macOS laptop.
+export const WEB_GUEST = { name: "web", image: "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2", sshAuthorizedKeys: [TEST_SSH_PUBLIC_KEY] };
+export const WGNET = {
+    name: "wgnet",
+    bridge: "virbr-wg",
+    cidr: "192.168.100.0/24",
+    cidrV6: "fd66:100::/64",
+    guests: [
+        WEB_GUEST,
+        { name: "tiny", image: "/srv/images/base.qcow2", kernel: "/srv/boot/vmlinuz", initrd: "/srv/boot/initrd.gz", cmdline: "console=ttyS0 panic=-1", memoryMb: 256 },
+    ] as Record<string, unknown>[],
+};
+export const LABNET = { name: "lab", bridge: "virbr-lab", cidr: "192.168.101.0/24", resolvers: ["9.9.9.9"] };
+
+export const SITE = {
+    name: "home",
+    connection: { host: "192.168.1.10", user: "root" },
+    lanCidrs: ["192.168.1.0/24"],
+    allowInboundFrom: ["10.66.0.0/24", "fd66:66:66::/64"],
+    networks: [WGNET, LABNET] as Record<string, unknown>[],
+};
+
+export const LAPTOP = {
+    name: "mac",
+    os: "macos",
+    vm: { host: "192.168.64.2", user: "root" },
+    laptop: { host: "192.168.64.1", user: "admin" },
+    laptopAddress: "192.168.64.1",
+    vmAddress: "192.168.64.2",
+};

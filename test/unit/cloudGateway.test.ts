@@ -35,11 +35,12 @@ const tunnel = [
     { name: "laptop", addressV4: "10.66.0.3", addressV6: "fd66:66:66::3", routedCidrs: [], canReach: ["home"] },
 ];
 const peers = tunnel.map((p) => ({ ...gatewayPeerFor(p, tunnel), publicKey: PEER_KEY }));
+const forwards = [{ name: "https", protocol: "tcp" as const, port: 443, site: "home", address: "192.168.100.10", bridge: "virbr-wg", toPort: 8443 }];
 
 describe("gateway renderers", () => {
     it("script snapshot", () => matchSnapshot("gateway.sh", renderGatewayScript(settings)));
     it("ruleset snapshot", () => matchSnapshot("gateway.nft", renderGatewayRuleset(settings)));
-    it("peers snapshot", () => matchSnapshot("gateway-peers.nft", renderGatewayPeersNft(settings, peers)));
+    it("peers snapshot", () => matchSnapshot("gateway-peers.nft", renderGatewayPeersNft(settings, peers, forwards)));
     it("cloud-init snapshot", () => matchSnapshot("gateway-cloud-init.yaml", renderGatewayCloudInit(settings, TEST_SSH_PUBLIC_KEY)));
 
     it("sets an explicit MTU, forwarding, and the key on the host", () => {
@@ -79,6 +80,17 @@ describe("gateway renderers", () => {
         assert.doesNotMatch(nft, /ip saddr \{ 10\.66\.0\.2\/32/);
     });
 
+    it("forwards public ports to guests, keeping the client's address", () => {
+        const nft = renderGatewayPeersNft(settings, peers, forwards);
+        assert.match(nft, /add rule inet wgexit_gateway port_forwards meta nfproto ipv4 tcp dport 443 dnat ip to 192\.168\.100\.10:8443 comment "port forward https"/);
+        const rules = renderGatewayRuleset(settings);
+        assert.match(rules, /iifname != "wg0" fib daddr type local jump port_forwards/, "only traffic from outside the tunnel to the host's own addresses");
+        const forward = rules.slice(rules.indexOf("chain forward"), rules.indexOf("chain peer_links"));
+        assert.match(forward, /oifname "wg0" ct status dnat accept/);
+        const postrouting = rules.slice(rules.indexOf("chain postrouting"));
+        assert.doesNotMatch(postrouting, /oifname "wg0".*masquerade/, "forwarded connections are not masqueraded: the guest sees the client");
+    });
+
     it("is shellcheck-clean", { skip: !have("shellcheck") && "SKIPPED LOUDLY: shellcheck is not installed" }, () => {
         const scripts: [string, string, string][] = [
             ["gateway.sh", renderGatewayScript(settings), "bash"],
@@ -94,7 +106,7 @@ describe("gateway renderers", () => {
     });
 
     it("ruleset with peers passes nft -c", { skip: !canRunNft() && "SKIPPED LOUDLY: nft -c needs nft and root" }, () => {
-        const r = nftCheck(`${renderGatewayRuleset(settings)}${renderGatewayPeersNft(settings, peers)}add element inet ${GATEWAY_TABLE} local_nets_v4 { 10.0.0.0/24 }\n`);
+        const r = nftCheck(`${renderGatewayRuleset(settings)}${renderGatewayPeersNft(settings, peers, forwards)}add element inet ${GATEWAY_TABLE} local_nets_v4 { 10.0.0.0/24 }\n`);
         assert.equal(r.status, 0, r.out);
     });
 

@@ -35,7 +35,24 @@ const laptop = (over: Record<string, unknown> = {}) => ({
     ...over,
 });
 
+const forward = (over: Record<string, unknown> = {}) => ({
+    name: "web",
+    protocol: "tcp",
+    port: 443,
+    site: "home",
+    guest: "web1",
+    ...over,
+});
+const siteWithGuest = () => site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests: [{ name: "web1", image: "/img/a.qcow2" }] }] });
+
 describe("valid configs", () => {
+    it("resolves a port forward to its guest's static address and bridge", () => {
+        const cfg = parseStackConfig(raw({ ...baseConfig("existing"), sites: [siteWithGuest()], portForwards: [forward({ toPort: 8443 }), forward({ name: "dns", protocol: "udp", port: 53, guest: undefined, address: "192.168.100.200" })] }));
+        assert.deepEqual(cfg.portForwards, [
+            { name: "web", protocol: "tcp", port: 443, site: "home", address: "192.168.100.10", bridge: "virbr-wg", toPort: 8443 },
+            { name: "dns", protocol: "udp", port: 53, site: "home", address: "192.168.100.200", bridge: "virbr-wg", toPort: 53 },
+        ]);
+    });
     for (const placement of ["existing", "oci", "ovh"] as const) {
         it(`accepts the ${placement} example and fills defaults`, () => {
             const cfg = parseStackConfig(raw(baseConfig(placement)));
@@ -131,6 +148,14 @@ const MALFORMED: [string, Record<string, unknown>, string, RegExp][] = [
     ["laptop and VM share an address", { ...baseConfig("existing"), laptops: [laptop({ vmAddress: "192.168.64.1" })] }, "wgexit:laptops[0].vmAddress", /differ/],
     ["laptop named like a site", { ...baseConfig("existing"), sites: [site()], laptops: [laptop({ name: "home" })] }, "wgexit:laptops[0].name", /already/],
     ["macOS network service with shell characters", { ...baseConfig("existing"), laptops: [laptop({ networkService: "Wi-Fi$(id)" })] }, "wgexit:laptops[0].networkService", /network service name/],
+    ["port forward to an unknown site", { ...baseConfig("existing"), sites: [siteWithGuest()], portForwards: [forward({ site: "cabin" })] }, "wgexit:portForwards[0].site", /not a site.*home/],
+    ["port forward to an unknown guest", { ...baseConfig("existing"), sites: [site()], portForwards: [forward({ guest: "db" })] }, "wgexit:portForwards[0].guest", /not a guest of site home/],
+    ["port forward to an address outside the site", { ...baseConfig("existing"), sites: [site()], portForwards: [forward({ guest: undefined, address: "192.168.1.20" })] }, "wgexit:portForwards[0].address", /not a guest address.*192\.168\.100\.0\/24/],
+    ["port forward to the bridge itself", { ...baseConfig("existing"), sites: [site()], portForwards: [forward({ guest: undefined, address: "192.168.100.1" })] }, "wgexit:portForwards[0].address", /not a guest address/],
+    ["port forward with guest and address", { ...baseConfig("existing"), sites: [site()], portForwards: [forward({ address: "192.168.100.50" })] }, "wgexit:portForwards[0].guest", /either guest.*or address/],
+    ["port forward of the WireGuard port", { ...baseConfig("existing"), sites: [siteWithGuest()], portForwards: [forward({ protocol: "udp", port: 51820 })] }, "wgexit:portForwards[0].port", /WireGuard port/],
+    ["port forward of the SSH port", { ...baseConfig("existing"), sites: [siteWithGuest()], portForwards: [forward({ port: 22 })] }, "wgexit:portForwards[0].port", /SSH port/],
+    ["two forwards of one port", { ...baseConfig("existing"), sites: [siteWithGuest()], portForwards: [forward(), forward({ name: "other" })] }, "wgexit:portForwards[1].port", /already forwarded/],
     ["sites is not a list", { ...baseConfig("existing"), sites: { name: "home" } }, "wgexit:sites", /list of sites/],
 ];
 
@@ -144,6 +169,16 @@ describe("malformed configs", () => {
             assert.match(hit.message, words);
         });
     }
+    it("refuses a secret key stored in plain text", () => {
+        try {
+            parseStackConfig(raw(baseConfig("existing")), undefined, () => false);
+            assert.fail("expected an error");
+        } catch (e) {
+            assert.ok(e instanceof ConfigError);
+            assert.match(e.problems.find((p) => p.key === "wgexit:sshPrivateKey")?.message ?? "", /plain text.*pulumi config set --secret sshPrivateKey/);
+        }
+        assert.ok(parseStackConfig(raw(baseConfig("existing")), undefined, (k) => k === "wgexit:sshPrivateKey"));
+    });
     it("reports every problem at once", () => {
         const problems = problemsOf({ ...baseConfig("existing"), listenPort: 0, wgInterface: "x;y", tunnelCidr: "10.66.0.5/24", adminCidrs: ["0.0.0.0/0"] });
         const keys = problems.map((p) => p.key);

@@ -15,30 +15,9 @@ import {
     type SiteSettings,
 } from "../../components/kvmSite.render";
 import { encodeConfig } from "../../lab/mocked";
-import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, PEER_KEY, runProgram, TEST_SSH_PUBLIC_KEY } from "../helpers/program";
+import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, LABNET, PEER_KEY, runProgram, SITE, TEST_SSH_PUBLIC_KEY, WEB_GUEST, WGNET } from "../helpers/program";
 import { matchSnapshot } from "../helpers/snapshot";
 import { canRunNft, cloudInitSchema, have, nftCheck, shellcheck, virtXmlValidate } from "../helpers/tools";
-
-const WEB_GUEST = { name: "web", image: "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2", sshAuthorizedKeys: [TEST_SSH_PUBLIC_KEY] };
-const WGNET = {
-    name: "wgnet",
-    bridge: "virbr-wg",
-    cidr: "192.168.100.0/24",
-    cidrV6: "fd66:100::/64",
-    guests: [
-        WEB_GUEST,
-        { name: "tiny", image: "/srv/images/base.qcow2", kernel: "/srv/boot/vmlinuz", initrd: "/srv/boot/initrd.gz", cmdline: "console=ttyS0 panic=-1", memoryMb: 256 },
-    ] as Record<string, unknown>[],
-};
-const LABNET = { name: "lab", bridge: "virbr-lab", cidr: "192.168.101.0/24", resolvers: ["9.9.9.9"] };
-
-export const SITE = {
-    name: "home",
-    connection: { host: "192.168.1.10", user: "root" },
-    lanCidrs: ["192.168.1.0/24"],
-    allowInboundFrom: ["10.66.0.0/24", "fd66:66:66::/64"],
-    networks: [WGNET, LABNET] as Record<string, unknown>[],
-};
 
 const config = parseStackConfig(encodeConfig({ ...baseConfig("existing"), sites: [SITE] }, "wgexit:"));
 const site = config.sites[0];
@@ -55,6 +34,7 @@ const settings: SiteSettings = {
     serveDns: false,
     poolDir: site.poolDir,
     domainType: "kvm",
+    portForwards: [{ name: "https", protocol: "tcp", port: 443, site: "home", address: "192.168.100.10", bridge: "virbr-wg", toPort: 8443 }],
 };
 const gateway = { publicKey: FAKE_GATEWAY_KEY, endpoint: "198.51.100.10:51820" };
 const [wgnet, labnet] = site.networks;
@@ -98,8 +78,9 @@ describe("KVM site renderers", () => {
             ['iifname { "virbr-wg", "virbr-lab" } counter drop', 'oifname { "virbr-wg", "virbr-lab" } counter drop', 'iifname "wgexit0" counter drop', 'oifname "wgexit0" counter drop'],
             "the last rules seal bridges and tunnel whatever came before",
         );
-        const closed = section(renderSiteRuleset({ ...settings, allowInboundFrom: [] }), "chain forward");
-        assert.doesNotMatch(closed, /ct state new accept/, "no inbound when allowInboundFrom is empty");
+        assert.match(forward, /iifname "wgexit0" oifname "virbr-wg" ip daddr 192\.168\.100\.10 tcp dport 8443 ct state new accept comment "port forward https"/);
+        const closed = section(renderSiteRuleset({ ...settings, allowInboundFrom: [], portForwards: [] }), "chain forward");
+        assert.doesNotMatch(closed, /ct state new accept/, "no inbound when allowInboundFrom and portForwards are empty");
     });
 
     it("policy routing: one rule per bridge, the kill switch, the host's own traffic untouched", () => {
@@ -118,7 +99,7 @@ describe("KVM site renderers", () => {
     it("peer: the gateway with AllowedIPs everything and a keepalive", () => {
         assert.equal(
             renderSitePeerConf(gateway),
-            `# the wgexit gateway\n[Peer]\nPublicKey = ${FAKE_GATEWAY_KEY}\nEndpoint = 198.51.100.10:51820\nAllowedIPs = 0.0.0.0/0, ::/0\n# Keeps the home NAT mapping open so the WireGuard network can reach guests.\nPersistentKeepalive = 25\n`,
+            `# gateway\n[Peer]\nPublicKey = ${FAKE_GATEWAY_KEY}\nEndpoint = 198.51.100.10:51820\nAllowedIPs = 0.0.0.0/0, ::/0\n# Keeps the home NAT mapping open so the WireGuard network can reach guests.\nPersistentKeepalive = 25\n`,
         );
     });
 

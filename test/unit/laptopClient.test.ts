@@ -13,7 +13,7 @@ import {
     renderLaptopVmRuleset,
     renderLaptopVmScript,
 } from "../../components/laptopClient.render";
-import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, runProgram } from "../helpers/program";
+import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, LAPTOP, runProgram } from "../helpers/program";
 import { matchSnapshot } from "../helpers/snapshot";
 import { canRunNft, have, nftCheck, shellcheck } from "../helpers/tools";
 
@@ -41,14 +41,6 @@ const laptop = (os: LaptopSettings["os"]): LaptopSettings => ({
 const gateway = { publicKey: FAKE_GATEWAY_KEY, endpoint: "198.51.100.10:51820" };
 const fn = (script: string, name: string) => script.slice(script.indexOf(`${name}() {`), script.indexOf("\n}\n", script.indexOf(`${name}() {`)));
 
-export const LAPTOP = {
-    name: "mac",
-    os: "macos",
-    vm: { host: "192.168.64.2", user: "root" },
-    laptop: { host: "192.168.64.1", user: "admin" },
-    laptopAddress: "192.168.64.1",
-    vmAddress: "192.168.64.2",
-};
 
 describe("laptop renderers", () => {
     it("snapshots", () => {
@@ -69,7 +61,7 @@ describe("laptop renderers", () => {
         assert.match(script, /ip -4 rule add pref "\$ROUTE_TABLE" iif "\$VM_LINK" from "\$LAPTOP_V4" lookup "\$ROUTE_TABLE"/);
         assert.match(script, /route replace unreachable default metric 4294967295 table "\$ROUTE_TABLE"/);
         assert.doesNotMatch(fn(script, "down"), /drop_policy_routing|drop_table/, "down keeps the kill switch");
-        assert.match(fn(script, "status"), /latest-handshakes/);
+        assert.match(fn(script, "\nstatus"), /peer_status .*peer\.conf/, "status reports the handshake with the gateway");
     });
 
     it("macOS: routes, endpoint route, pf anchor, DNS and the roaming watcher", () => {

@@ -1,0 +1,89 @@
+// The status command's pure parts: which hosts it asks, how it reads their answers, and
+// when it calls the estate unhealthy. The lab runs it for real against live hosts.
+import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { describe, it } from "node:test";
+import { stringify as toYaml } from "yaml";
+import { parseStackConfig } from "../../components/config";
+import { encodeConfig } from "../../lab/mocked";
+import { formatStatus, main, parseStatus, STALE_SECONDS, stackFileConfig, statusTargets } from "../../ops/status";
+import { baseConfig, LAPTOP, SITE } from "../helpers/program";
+
+const config = parseStackConfig(encodeConfig({ ...baseConfig("existing"), sites: [SITE], laptops: [LAPTOP] }, "wgexit:"));
+
+describe("status", () => {
+    it("asks the gateway, each site, and each laptop and its VM, with the role's script", () => {
+        const targets = statusTargets(config, "198.51.100.10");
+        assert.deepEqual(
+            targets.map((t) => [t.label, `${t.user}@${t.host}:${t.port}`, t.script, t.keepalivePeers.join(",")]),
+            [
+                ["gateway", "root@198.51.100.10:22", "/etc/wgexit/gateway/gateway.sh", "home,mac"],
+                ["site home", "root@192.168.1.10:22", "/etc/wgexit/site/site.sh", "gateway"],
+                ["laptop mac (VM)", "root@192.168.64.2:22", "/etc/wgexit/laptop-vm/vm.sh", "gateway"],
+                ["laptop mac", "admin@192.168.64.1:22", "/var/db/wgexit/laptop/laptop.sh", ""],
+            ],
+        );
+    });
+
+    it("judges tunnels that keep alive, reports roaming clients without judging them", () => {
+        const [gateway] = statusTargets(config, "198.51.100.10");
+        const lines = parseStatus(
+            gateway,
+            [
+                "check tunnel wg0 ok",
+                "check routes for every peer FAIL",
+                "peer home handshake=12 rx=1048576 tx=2097152",
+                `peer mac handshake=${STALE_SECONDS + 1} rx=0 tx=0`,
+                "peer phone handshake=never rx=0 tx=0",
+                "something else",
+            ].join("\n"),
+        );
+        assert.deepEqual(
+            lines.map((l) => [l.item, l.ok, l.judged]),
+            [
+                ["tunnel wg0", true, true],
+                ["routes for every peer", false, true],
+                ["peer home", true, true],
+                ["peer mac", false, true],
+                ["peer phone", true, false],
+            ],
+        );
+        assert.match(lines[2].detail, /handshake 12 s ago, rx 1\.0 MiB, tx 2\.0 MiB/);
+        const report = formatStatus(lines);
+        assert.match(report, /peer phone +idle +no handshake yet.*not judged/);
+        assert.match(report, /\n2 problems$/);
+        assert.match(formatStatus(lines.filter((l) => l.ok)), /\nhealthy$/);
+    });
+
+    it("reads a stack file without its secrets", () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wgexit-status-"));
+        try {
+            const file = path.join(dir, "Pulumi.test.yaml");
+            const { sshPrivateKey: _unused, ...plain } = baseConfig("existing");
+            const prefixed = Object.fromEntries(Object.entries(plain).map(([k, v]) => [`wgexit:${k}`, v]));
+            fs.writeFileSync(file, toYaml({ config: { ...prefixed, "wgexit:sshPrivateKey": { secure: "v1:abc" } } }));
+            const parsed = parseStackConfig(stackFileConfig(file));
+            assert.equal(parsed.existing?.host, "198.51.100.10");
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
+    it("names the missing flag on bad usage (exit 2)", () => {
+        const errors: string[] = [];
+        const original = console.error;
+        console.error = (m: string) => errors.push(m);
+        try {
+            assert.equal(main([]), 2);
+            assert.equal(main(["--config"]), 2);
+            assert.equal(main(["--config", "/nonexistent/Pulumi.x.yaml"]), 2);
+        } finally {
+            console.error = original;
+        }
+        assert.match(errors[0], /--stack dev/);
+        assert.match(errors[1], /--config needs a value/);
+        assert.match(errors[2], /no stack file/);
+    });
+});
