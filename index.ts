@@ -6,6 +6,7 @@ import { gatewayPeerFor } from "./components/cloudGateway.render";
 import { loadStackConfig } from "./components/config";
 import { KvmSite } from "./components/kvmSite";
 import { LaptopClient } from "./components/laptopClient";
+import { RoamingClient } from "./components/roamingClient";
 
 const config = loadStackConfig();
 const sshPrivateKey = new pulumi.Config().requireSecret("sshPrivateKey");
@@ -14,10 +15,26 @@ const sshPrivateKey = new pulumi.Config().requireSecret("sshPrivateKey");
 // keys are promised here and delivered once they exist (no resource cycle: they install
 // before the gateway's peer step).
 const hostKeys = new Map([...config.sites, ...config.laptops].map((s) => [s.name, pulumi.deferredOutput<string>()]));
-const peerKeys = new Map(config.peers.map((p) => [p.name, p.publicKey]));
+// Roaming clients' configs need the gateway's key and endpoint, promised the same way.
+const [gatewayKey, resolveGatewayKey] = pulumi.deferredOutput<string>();
+const [gatewayEndpointPromise, resolveGatewayEndpoint] = pulumi.deferredOutput<string>();
+const clients = config.peers.map((peer) => {
+    const tunnelPeer = config.tunnelPeers.find((p) => p.kind === "peer" && p.name === peer.name);
+    if (!tunnelPeer) throw new Error(`peer ${peer.name} has no tunnel address`);
+    const client = new RoamingClient(`peer-${peer.name}`, {
+        publicKey: peer.publicKey,
+        addressV4: tunnelPeer.addressV4,
+        addressV6: tunnelPeer.addressV6,
+        dns: peer.dns,
+        mtu: config.gateway.tunnelMtu,
+        gateway: { publicKey: gatewayKey, endpoint: gatewayEndpointPromise },
+    });
+    return { name: peer.name, client };
+});
+const clientKeys = new Map(clients.map((c) => [c.name, c.client.publicKey]));
 const gatewayPeers = config.tunnelPeers.map((p) => ({
     ...gatewayPeerFor(p, config.tunnelPeers),
-    publicKey: p.kind === "peer" ? (peerKeys.get(p.name) as string) : (hostKeys.get(p.name)?.[0] as pulumi.Output<string>),
+    publicKey: (p.kind === "peer" ? clientKeys.get(p.name) : hostKeys.get(p.name)?.[0]) as pulumi.Output<string>,
 }));
 
 const gateway = new CloudGateway("gateway", {
@@ -32,6 +49,8 @@ const gateway = new CloudGateway("gateway", {
     peers: gatewayPeers,
     portForwards: config.portForwards,
 });
+resolveGatewayKey(gateway.publicKey);
+resolveGatewayEndpoint(gateway.endpoint);
 
 const sites = config.sites.map((site) => {
     const tunnelPeer = config.tunnelPeers.find((p) => p.kind === "site" && p.name === site.name);
@@ -80,3 +99,5 @@ export const peerAddresses = Object.fromEntries(
 export const sitePublicKeys = Object.fromEntries(sites.map((s) => [s.name, s.kvm.publicKey]));
 export const siteGuests = Object.fromEntries(sites.map((s) => [s.name, s.kvm.guestAddresses]));
 export const laptopPublicKeys = Object.fromEntries(laptops.map((l) => [l.name, l.client.publicKey]));
+/** Ready-to-import configs for roaming clients (secret: a generated key is inside). */
+export const clientConfigs = pulumi.secret(Object.fromEntries(clients.map((c) => [c.name, c.client.config])));

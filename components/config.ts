@@ -256,7 +256,11 @@ const portForwardSchema = z
 const peerSchema = z
     .object({
         name: name('"phone"'),
-        publicKey: wgPublicKey,
+        // Preferably made on the device (`wg genkey | wg pubkey`); or generateKey: true.
+        publicKey: wgPublicKey.optional(),
+        generateKey: z.boolean().default(false),
+        // Put into the client config this peer imports.
+        dns: z.array(hostName('"9.9.9.9"')).default(["9.9.9.9", "2620:fe::fe"]),
         hostIndex: z.number().int().min(2).optional(),
         allowedIps: z.array(cidr("any", '"192.168.200.0/24"')).default([]),
         canReach: z.array(name('"home"')).default([]),
@@ -508,6 +512,16 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         if (l.laptopAddress === l.vmAddress) problems.push({ key: `${PROJECT}:laptops[${i}].vmAddress`, message: "must differ from laptopAddress" });
     });
     const portForwards = resolvePortForwards(v.portForwards ?? [], sites, { listenPort: v.listenPort as number, sshPort: v.existing?.port ?? 22 }, problems);
+    (v.peers ?? []).forEach((p, i) => {
+        if ((p.publicKey === undefined) === !p.generateKey) {
+            problems.push({
+                key: `${PROJECT}:peers[${i}].publicKey`,
+                message: p.generateKey
+                    ? "set either publicKey or generateKey: true, not both"
+                    : 'is required: the device\'s public key (on the device: wg genkey | tee private.key | wg pubkey), or set generateKey: true to have the program make one (it is then kept in the stack\'s state)',
+            });
+        }
+    });
     checkOverlaps(v, problems);
     checkNames(v.sites ?? [], v.peers ?? [], v.laptops ?? [], problems);
 

@@ -9,6 +9,7 @@
 //                                  every host step in this program is deleteBeforeReplace)
 //   - other inputs changed      -> update if an update command is given, else replace
 //   - removed from the program  -> delete, in reverse creation order, from recorded state
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type * as pulumi from "@pulumi/pulumi";
@@ -189,7 +190,7 @@ export class LabEngine implements pulumi.runtime.Mocks {
         }
         // Other cloud resources: no side effect in the lab; record them with plausible outputs.
         if (prior && stable(prior.inputs) === stable(inputs)) return prior;
-        return this.record({ key, type, name, id: prior?.id ?? `${name}-id`, inputs, outputs: { ...inputs, ...computedOutputs(type) } });
+        return this.record({ key, type, name, id: prior?.id ?? `${name}-id`, inputs, outputs: { ...inputs, ...computedOutputs(type, inputs) } });
     }
 
     private exec(type: string, inputs: Record<string, unknown>, script: string | undefined): Promise<RunResult> {
@@ -234,8 +235,13 @@ export class LabEngine implements pulumi.runtime.Mocks {
     }
 }
 
-function computedOutputs(type: string): Record<string, unknown> {
+function computedOutputs(type: string, inputs: Record<string, unknown>): Record<string, unknown> {
     switch (type) {
+        // Made once, then kept in the lab's state like the random provider keeps it in Pulumi's.
+        case "random:index/randomBytes:RandomBytes": {
+            const bytes = crypto.randomBytes(Number(inputs.length));
+            return { base64: bytes.toString("base64"), hex: bytes.toString("hex") };
+        }
         case "oci:Core/vcn:Vcn":
             return { ipv6cidrBlocks: ["2001:db8:10::/56"], defaultRouteTableId: "lab-rt", defaultSecurityListId: "lab-sl", defaultDhcpOptionsId: "lab-dhcp" };
         default:

@@ -31,6 +31,7 @@ export interface StackOutputs {
     sitePublicKeys: Record<string, string>;
     siteGuests: Record<string, Record<string, string>>;
     laptopPublicKeys: Record<string, string>;
+    clientConfigs: Record<string, string>;
 }
 
 const REPO = path.join(__dirname, "..");
@@ -191,7 +192,8 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     const group = `gateway/${placement}`;
     const w = lab.world;
     // The gateway alone: no site, so no peer may name one.
-    const peers = (lab.baseOverrides().peers as Record<string, unknown>[]).map((p) => ({ ...p, canReach: [] }));
+    // A roaming client whose key the program generates joins the test peer.
+    const peers = [...(lab.baseOverrides().peers as Record<string, unknown>[]).map((p) => ({ ...p, canReach: [] })), { name: "roamer", generateKey: true, dns: [LAB.server.v4] }];
     const overrides = { ...(placement === "oci" ? lab.ociOverrides() : {}), sites: [], peers };
     if (placement === "oci") await w.hostExec("cloud", `iptables-restore <<'EOF'\n${OCI_STOCK_IPTABLES}\nEOF`);
     const before = await w.hostSnapshot("cloud");
@@ -241,6 +243,8 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
         await lab.peerDown(wg);
     }
 
+    await roamingClientCheck(lab, group, outputs);
+
     const again = await lab.apply(overrides);
     lab.record(group, "second apply executes nothing", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
 
@@ -253,10 +257,10 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     const peersNow = await peersAndExtraRoute();
     const onlyPeers = (r: typeof added) => r.executions.length > 0 && r.executions.every((e) => e.key.endsWith("::gateway-peers") && e.action === "update");
     lab.record(group, "adding a peer runs only the peers step, as an update", onlyPeers(added), added.executions.map((e) => `${e.action} ${e.key}`).join(", "));
-    lab.record(group, "the added peer and its route are live", peersNow === "2 1", peersNow);
+    lab.record(group, "the added peer and its route are live", peersNow === `${peers.length + 1} 1`, peersNow);
     const removed = await lab.apply(overrides);
     const peersAfter = await peersAndExtraRoute();
-    lab.record(group, "removing the peer removes it and its route", onlyPeers(removed) && peersAfter === "1 0", peersAfter);
+    lab.record(group, "removing the peer removes it and its route", onlyPeers(removed) && peersAfter === `${peers.length} 0`, peersAfter);
     lab.record(group, "peer changes never restart the tunnel", (await tunnelId()) === idBefore, idBefore.replace(/\n/g, " "));
     const rules1 = await w.hostExec("cloud", "nft list ruleset");
     await w.hostExec("cloud", "/etc/wgexit/gateway/gateway.sh install >/dev/null");
@@ -267,6 +271,29 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     const after = await w.hostSnapshot("cloud");
     lab.record(group, "destroy leaves the host as it was", before === after, before === after ? "identical" : diffLines(before, after));
     if (placement === "oci") await w.hostExec("cloud", "iptables-restore <<'EOF'\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\nEOF\nnft delete table ip filter");
+}
+
+/**
+ * A phone on the café Wi-Fi (the laptop's namespace, behind the home router's NAT, before
+ * the laptop scenario runs) imports its generated config with wg-quick (the lab has no
+ * resolvconf, so the DNS line is left out) and browses through the gateway.
+ */
+async function roamingClientCheck(lab: Lab, group: string, outputs: StackOutputs): Promise<void> {
+    const w = lab.world;
+    const config = outputs.clientConfigs?.roamer ?? "";
+    const iface = w.wgName("r");
+    const dir = fs.mkdtempSync(path.join(w.root, "roamer-"));
+    const file = path.join(dir, `${iface}.conf`);
+    fs.writeFileSync(file, config.replace(/^DNS = .*\n/m, ""), { mode: 0o600 });
+    const env = "WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1";
+    const up = await inNs(w.ns("laptop"), `${env} wg-quick up ${file} 2>&1`, { allowFail: true, timeoutMs: 30_000 });
+    try {
+        const plain = await inNs(w.ns("laptop"), `curl -s -m 8 http://${LAB.server.v4}:${LAB.server.httpPort}/`, { allowFail: true, timeoutMs: 15_000 });
+        lab.record(group, "a roaming client imports its generated config (wg-quick) and egresses as the gateway", /PrivateKey = [A-Za-z0-9+/]{43}=/.test(config) && plain.stdout.trim() === LAB.cloudPublic.v4, `server saw ${plain.stdout.trim() || "nothing"}; wg-quick up (exit ${up.code}): ${up.stdout.replace(/\n/g, " | ").slice(-400)}`);
+    } finally {
+        await inNs(w.ns("laptop"), `${env} wg-quick down ${file} 2>&1`, { allowFail: true, timeoutMs: 30_000 });
+        await waitFor("the roaming client's wireguard-go to exit", () => !fs.existsSync(`/var/run/wireguard/${iface}.sock`), 10_000).catch(() => undefined);
+    }
 }
 
 export function diffLines(a: string, b: string): string {

@@ -25,7 +25,7 @@ function promiseOf<T>(o: pulumi.Output<T>): Promise<T> {
 export async function runProgramUnderMocks(
     mocks: pulumi.runtime.Mocks,
     config: Record<string, string>,
-    opts: { stack: string; secretKeys: string[]; abort?: Promise<void> },
+    opts: { stack: string; secretKeys: string[]; abort?: Promise<void>; /** Filled with the names of secret exports. */ secretOutputs?: string[] },
 ): Promise<Record<string, unknown>> {
     const abort = opts.abort ?? new Promise<void>(() => undefined);
     pulumi.runtime.setAllConfig(config, opts.secretKeys);
@@ -36,6 +36,7 @@ export async function runProgramUnderMocks(
         Object.entries(program).map(async ([k, v]) => {
             // Stack outputs may nest Outputs in plain objects; pulumi.output resolves them deeply.
             outputs[k] = await promiseOf(pulumi.output(v));
+            if (opts.secretOutputs && (await pulumi.isSecret(pulumi.output(v)))) opts.secretOutputs.push(k);
         }),
     );
     await Promise.race([exports, abort]);

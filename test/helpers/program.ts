@@ -13,6 +13,8 @@ export interface Registration {
 }
 
 export const FAKE_GATEWAY_KEY = "R2F0ZXdheVB1YmxpY0tleUZvclRlc3RzT25seTAwMDA=";
+/** What the mocked random provider returns for a generated client key (32 bytes). */
+export const GENERATED_CLIENT_KEY = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
 export const FAKE_SITE_KEY = "U2l0ZVB1YmxpY0tleUZvclRlc3RzT25seTAwMDAwMDA=";
 const REPO = path.join(__dirname, "..", "..");
 
@@ -27,6 +29,7 @@ class RecordingMocks implements pulumi.runtime.Mocks {
             outputs.stdout = args.name.endsWith("-install") || args.name.endsWith("-vm") ? `installed\n${key}\n` : "";
             outputs.stderr = "";
         }
+        if (args.type === "random:index/randomBytes:RandomBytes") outputs.base64 = GENERATED_CLIENT_KEY;
         if (args.type === "oci:Core/instance:Instance") outputs.publicIp = "198.51.100.10";
         if (args.type === "oci:Core/vcn:Vcn") outputs.ipv6cidrBlocks = ["2603:c020:4000:aa00::/56"];
         if (args.type === "ovh:CloudProject/instance:Instance") outputs.addresses = [{ ip: "198.51.100.20", version: 4 }, { ip: "2001:db8:51::20", version: 6 }];
@@ -55,13 +58,15 @@ export interface ProgramRun {
     registrations: Registration[];
     invokes: string[];
     outputs: Record<string, unknown>;
+    secretOutputs: string[];
 }
 
 /** Runs the program once under RecordingMocks in this process (a process runs it once). */
 export async function runProgramHere(config: Record<string, unknown>, stack = "test"): Promise<ProgramRun> {
     const mocks = new RecordingMocks();
-    const outputs = await runProgramUnderMocks(mocks, encodeConfig(config, "wgexit:"), { stack, secretKeys: ["wgexit:sshPrivateKey"] });
-    return { registrations: mocks.registrations, invokes: mocks.invokes, outputs };
+    const secretOutputs: string[] = [];
+    const outputs = await runProgramUnderMocks(mocks, encodeConfig(config, "wgexit:"), { stack, secretKeys: ["wgexit:sshPrivateKey"], secretOutputs });
+    return { registrations: mocks.registrations, invokes: mocks.invokes, outputs, secretOutputs };
 }
 
 /**

@@ -156,6 +156,8 @@ const MALFORMED: [string, Record<string, unknown>, string, RegExp][] = [
     ["port forward of the WireGuard port", { ...baseConfig("existing"), sites: [siteWithGuest()], portForwards: [forward({ protocol: "udp", port: 51820 })] }, "wgexit:portForwards[0].port", /WireGuard port/],
     ["port forward of the SSH port", { ...baseConfig("existing"), sites: [siteWithGuest()], portForwards: [forward({ port: 22 })] }, "wgexit:portForwards[0].port", /SSH port/],
     ["two forwards of one port", { ...baseConfig("existing"), sites: [siteWithGuest()], portForwards: [forward(), forward({ name: "other" })] }, "wgexit:portForwards[1].port", /already forwarded/],
+    ["peer without a key", { ...baseConfig("existing"), peers: [{ name: "phone" }] }, "wgexit:peers[0].publicKey", /wg pubkey.*generateKey: true/],
+    ["peer with a key and generateKey", { ...baseConfig("existing"), peers: [{ name: "phone", publicKey: PEER_KEY, generateKey: true }] }, "wgexit:peers[0].publicKey", /not both/],
     ["sites is not a list", { ...baseConfig("existing"), sites: { name: "home" } }, "wgexit:sites", /list of sites/],
 ];
 
