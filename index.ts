@@ -1,103 +1,148 @@
 // wgexit: read the stack config, compose the components, export public facts.
 // Every behaviour lives in components/<name>.ts and its renderer components/<name>.render.ts.
+// Two layouts: all in one stack (a gateway with its sites, laptops and clients), or split
+// (this stack's sites and laptops join the gateway of `gatewayStack`; a gateway stack takes
+// the peers of its `peerStacks`). Stacks exchange only public keys, addresses and subnets.
 import * as pulumi from "@pulumi/pulumi";
 import { CloudGateway } from "./components/cloudGateway";
 import { gatewayPeerFor } from "./components/cloudGateway.render";
-import { loadStackConfig } from "./components/config";
+import { allocateRemotePeers, ConfigError, loadStackConfig, type StackConfig } from "./components/config";
 import { KvmSite } from "./components/kvmSite";
 import { LaptopClient } from "./components/laptopClient";
 import { RoamingClient } from "./components/roamingClient";
+import { type GatewayFacts, readGatewayStack, readPeerStacks } from "./components/stacks";
 
-const config = loadStackConfig();
-const sshPrivateKey = new pulumi.Config().requireSecret("sshPrivateKey");
+type Outputs = Record<string, unknown>;
 
-// The gateway needs each site's and laptop VM's public key and they need the gateway's: their
-// keys are promised here and delivered once they exist (no resource cycle: they install
-// before the gateway's peer step).
-const hostKeys = new Map([...config.sites, ...config.laptops].map((s) => [s.name, pulumi.deferredOutput<string>()]));
-// Roaming clients' configs need the gateway's key and endpoint, promised the same way.
-const [gatewayKey, resolveGatewayKey] = pulumi.deferredOutput<string>();
-const [gatewayEndpointPromise, resolveGatewayEndpoint] = pulumi.deferredOutput<string>();
-const clients = config.peers.map((peer) => {
-    const tunnelPeer = config.tunnelPeers.find((p) => p.kind === "peer" && p.name === peer.name);
-    if (!tunnelPeer) throw new Error(`peer ${peer.name} has no tunnel address`);
-    const client = new RoamingClient(`peer-${peer.name}`, {
-        publicKey: peer.publicKey,
-        addressV4: tunnelPeer.addressV4,
-        addressV6: tunnelPeer.addressV6,
-        dns: peer.dns,
-        mtu: config.gateway.tunnelMtu,
-        gateway: { publicKey: gatewayKey, endpoint: gatewayEndpointPromise },
+interface GatewayView {
+    publicKey: pulumi.Input<string>;
+    endpoint: pulumi.Input<string>;
+    publicAddress: pulumi.Input<string>;
+    listenPort: number;
+    tunnelMtu: number;
+    /** Tunnel addresses by peer name; a site or laptop without one waits for its gateway. */
+    addresses: Record<string, { addressV4: string; addressV6: string }>;
+}
+
+/** The KVM sites and laptops of this stack, joined to the gateway where it knows them. */
+function sitesAndLaptops(config: StackConfig, gateway: GatewayView, sshPrivateKey: pulumi.Output<string>) {
+    const tunnelOf = (name: string) => {
+        const a = gateway.addresses[name];
+        return a && { ...a, mtu: gateway.tunnelMtu };
+    };
+    const sites = config.sites.map((site) => {
+        const a = tunnelOf(site.name);
+        const kvm = new KvmSite(`site-${site.name}`, {
+            site,
+            tunnel: a && { ...a, gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint } },
+            portForwards: config.portForwards.filter((f) => f.site === site.name),
+            sshPrivateKey,
+        });
+        return { name: site.name, kvm, hostIndex: site.hostIndex };
     });
-    return { name: peer.name, client };
-});
-const clientKeys = new Map(clients.map((c) => [c.name, c.client.publicKey]));
-const gatewayPeers = config.tunnelPeers.map((p) => ({
-    ...gatewayPeerFor(p, config.tunnelPeers),
-    publicKey: (p.kind === "peer" ? clientKeys.get(p.name) : hostKeys.get(p.name)?.[0]) as pulumi.Output<string>,
-}));
+    const laptops = config.laptops.map((laptop) => {
+        const a = tunnelOf(laptop.name);
+        const client = new LaptopClient(`laptop-${laptop.name}`, {
+            laptop,
+            tunnel: a && { ...a, gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint, publicAddress: gateway.publicAddress, listenPort: gateway.listenPort } },
+            sshPrivateKey,
+        });
+        return { name: laptop.name, client, hostIndex: laptop.hostIndex };
+    });
+    const outputs: Outputs = {
+        sitePublicKeys: Object.fromEntries(sites.map((s) => [s.name, s.kvm.publicKey])),
+        siteGuests: Object.fromEntries(sites.map((s) => [s.name, s.kvm.guestAddresses])),
+        laptopPublicKeys: Object.fromEntries(laptops.map((l) => [l.name, l.client.publicKey])),
+        // What a gateway stack reads from this one (split layout).
+        tunnelPeers: [
+            ...sites.map((s) => ({ name: s.name, kind: "site", publicKey: s.kvm.publicKey, routedCidrs: s.kvm.routedCidrs, hostIndex: s.hostIndex })),
+            ...laptops.map((l) => ({ name: l.name, kind: "laptop", publicKey: l.client.publicKey, routedCidrs: [], hostIndex: l.hostIndex })),
+        ],
+        waitingForGateway: [...sites.filter((s) => !s.kvm.joined).map((s) => s.name), ...laptops.filter((l) => !l.client.joined).map((l) => l.name)],
+    };
+    return { sites, laptops, outputs };
+}
 
-const gateway = new CloudGateway("gateway", {
-    placement: config.placement,
-    settings: config.gateway,
-    existing: config.existing,
-    oci: config.oci,
-    ovh: config.ovh,
-    sshUser: config.sshUser,
-    sshPublicKey: config.sshPublicKey,
-    sshPrivateKey,
-    peers: gatewayPeers,
-    portForwards: config.portForwards,
-});
-resolveGatewayKey(gateway.publicKey);
-resolveGatewayEndpoint(gateway.endpoint);
+/** This stack runs the gateway, with its own sites, laptops and clients and those of its peer stacks. */
+async function gatewayStack(config: StackConfig, sshPrivateKey: pulumi.Output<string>): Promise<Outputs> {
+    const remote = allocateRemotePeers(config, await readPeerStacks(config.peerStacks));
 
-const sites = config.sites.map((site) => {
-    const tunnelPeer = config.tunnelPeers.find((p) => p.kind === "site" && p.name === site.name);
-    if (!tunnelPeer) throw new Error(`site ${site.name} has no tunnel address`);
-    const kvm = new KvmSite(`site-${site.name}`, {
-        site,
-        addressV4: tunnelPeer.addressV4,
-        addressV6: tunnelPeer.addressV6,
-        tunnelMtu: config.gateway.tunnelMtu,
-        gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint },
-        portForwards: config.portForwards.filter((f) => f.site === site.name),
+    // The gateway needs each host's and client's public key and they need the gateway's: the
+    // keys come from steps that need nothing from the gateway, and the gateway's facts are
+    // promised to the others (no resource cycle).
+    const [gatewayKey, resolveGatewayKey] = pulumi.deferredOutput<string>();
+    const [gatewayEndpoint, resolveGatewayEndpoint] = pulumi.deferredOutput<string>();
+    const [gatewayAddress, resolveGatewayAddress] = pulumi.deferredOutput<string>();
+    const addresses = Object.fromEntries(config.tunnelPeers.map((p) => [p.name, { addressV4: p.addressV4, addressV6: p.addressV6 }]));
+    const view = { publicKey: gatewayKey, endpoint: gatewayEndpoint, publicAddress: gatewayAddress, listenPort: config.gateway.listenPort, tunnelMtu: config.gateway.tunnelMtu, addresses };
+    const local = sitesAndLaptops(config, view, sshPrivateKey);
+    const clients = config.peers.map((peer) => {
+        const a = addresses[peer.name];
+        const client = new RoamingClient(`peer-${peer.name}`, { publicKey: peer.publicKey, ...a, dns: peer.dns, mtu: config.gateway.tunnelMtu, gateway: { publicKey: gatewayKey, endpoint: gatewayEndpoint } });
+        return { name: peer.name, client };
+    });
+
+    const keys = new Map<string, pulumi.Input<string>>([
+        ...local.sites.map((s) => [s.name, s.kvm.publicKey] as const),
+        ...local.laptops.map((l) => [l.name, l.client.publicKey] as const),
+        ...clients.map((c) => [c.name, c.client.publicKey] as const),
+        ...remote.map((r) => [r.peer.name, r.publicKey] as const),
+    ]);
+    const everyone = [...config.tunnelPeers, ...remote.map((r) => r.peer)];
+    const gateway = new CloudGateway("gateway", {
+        placement: config.placement,
+        settings: config.gateway,
+        existing: config.existing,
+        oci: config.oci,
+        ovh: config.ovh,
+        sshUser: config.sshUser,
+        sshPublicKey: config.sshPublicKey,
         sshPrivateKey,
+        peers: everyone.map((p) => ({ ...gatewayPeerFor(p, everyone), publicKey: keys.get(p.name) as pulumi.Input<string> })),
+        portForwards: config.portForwards,
     });
-    hostKeys.get(site.name)?.[1](kvm.publicKey);
-    return { name: site.name, kvm };
-});
+    resolveGatewayKey(gateway.publicKey);
+    resolveGatewayEndpoint(gateway.endpoint);
+    resolveGatewayAddress(gateway.publicAddress);
 
-const laptops = config.laptops.map((laptop) => {
-    const tunnelPeer = config.tunnelPeers.find((p) => p.kind === "laptop" && p.name === laptop.name);
-    if (!tunnelPeer) throw new Error(`laptop ${laptop.name} has no tunnel address`);
-    const client = new LaptopClient(`laptop-${laptop.name}`, {
-        laptop,
-        addressV4: tunnelPeer.addressV4,
-        addressV6: tunnelPeer.addressV6,
-        tunnelMtu: config.gateway.tunnelMtu,
-        gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint, publicAddress: gateway.publicAddress, listenPort: config.gateway.listenPort },
-        sshPrivateKey,
-    });
-    hostKeys.get(laptop.name)?.[1](client.publicKey);
-    return { name: laptop.name, client };
-});
+    return {
+        gatewayPublicKey: gateway.publicKey,
+        gatewayEndpoint: gateway.endpoint,
+        gatewayAddress: gateway.publicAddress,
+        tunnel: {
+            cidr: config.gateway.tunnelCidr,
+            cidrV6: config.gateway.tunnelCidrV6,
+            gatewayAddress: config.gateway.addressV4,
+            gatewayAddressV6: config.gateway.addressV6,
+            mtu: config.gateway.tunnelMtu,
+            listenPort: config.gateway.listenPort,
+        },
+        // Every peer's tunnel addresses, those of the peer stacks' sites and laptops included.
+        peerAddresses: Object.fromEntries(everyone.map((p) => [p.name, { addressV4: p.addressV4, addressV6: p.addressV6, routedCidrs: p.routedCidrs }])),
+        ...local.outputs,
+        /** Ready-to-import configs for roaming clients (secret: a generated key is inside). */
+        clientConfigs: pulumi.secret(Object.fromEntries(clients.map((c) => [c.name, c.client.config]))),
+    };
+}
 
-export const gatewayPublicKey = gateway.publicKey;
-export const gatewayEndpoint = gateway.endpoint;
-export const gatewayAddress = gateway.publicAddress;
-export const tunnel = {
-    cidr: config.gateway.tunnelCidr,
-    cidrV6: config.gateway.tunnelCidrV6,
-    gatewayAddress: config.gateway.addressV4,
-    gatewayAddressV6: config.gateway.addressV6,
-    mtu: config.gateway.tunnelMtu,
+/** This stack's sites and laptops join the gateway of another stack. */
+async function joinRemoteGateway(config: StackConfig, stack: string, sshPrivateKey: pulumi.Output<string>): Promise<Outputs> {
+    const facts: GatewayFacts = await readGatewayStack(stack);
+    const local = sitesAndLaptops(config, { ...facts, addresses: facts.peerAddresses }, sshPrivateKey);
+    const waiting = local.outputs.waitingForGateway as string[];
+    if (waiting.length) {
+        pulumi.log.warn(`${waiting.join(", ")} made ${waiting.length > 1 ? "their keys" : "its key"} but ${stack} does not list ${waiting.length > 1 ? "them" : "it"} yet: add this stack (<org>/${pulumi.getProject()}/${pulumi.getStack()}) to peerStacks there, run \`pulumi up\` there, then here again.`);
+    }
+    return { gatewayStack: stack, gatewayEndpoint: facts.endpoint, ...local.outputs };
+}
+
+export = async (): Promise<Outputs> => {
+    const config = loadStackConfig();
+    const sshPrivateKey = new pulumi.Config().requireSecret("sshPrivateKey");
+    try {
+        return config.gatewayStack ? await joinRemoteGateway(config, config.gatewayStack, sshPrivateKey) : await gatewayStack(config, sshPrivateKey);
+    } catch (e) {
+        if (e instanceof ConfigError) throw new pulumi.RunError(e.message);
+        throw e;
+    }
 };
-export const peerAddresses = Object.fromEntries(
-    config.tunnelPeers.map((p) => [p.name, { addressV4: p.addressV4, addressV6: p.addressV6, routedCidrs: p.routedCidrs }]),
-);
-export const sitePublicKeys = Object.fromEntries(sites.map((s) => [s.name, s.kvm.publicKey]));
-export const siteGuests = Object.fromEntries(sites.map((s) => [s.name, s.kvm.guestAddresses]));
-export const laptopPublicKeys = Object.fromEntries(laptops.map((l) => [l.name, l.client.publicKey]));
-/** Ready-to-import configs for roaming clients (secret: a generated key is inside). */
-export const clientConfigs = pulumi.secret(Object.fromEntries(clients.map((c) => [c.name, c.client.config])));

@@ -253,6 +253,10 @@ const portForwardSchema = z
     })
     .strict();
 
+const stackName = text('"acme/wgexit/gateway"').regex(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+){0,2}$/, {
+    error: 'must be a stack name: "stack", "project/stack" or "org/project/stack", for example "acme/wgexit/gateway"',
+});
+
 const peerSchema = z
     .object({
         name: name('"phone"'),
@@ -298,6 +302,9 @@ const KEY_SCHEMAS = {
     sites: z.array(siteSchema, { error: "must be a list of sites" }),
     laptops: z.array(laptopSchema, { error: "must be a list of laptops" }),
     portForwards: z.array(portForwardSchema, { error: "must be a list of port forwards" }),
+    // Split layout: a site/laptop stack names its gateway stack; the gateway stack names them.
+    gatewayStack: stackName,
+    peerStacks: z.array(stackName, { error: 'must be a list of stack names, for example ["acme/wgexit/home"]' }),
 } as const;
 
 export type ConfigKey = keyof typeof KEY_SCHEMAS;
@@ -349,6 +356,19 @@ export interface StackConfig {
     laptops: LaptopConfig[];
     portForwards: PortForward[];
     tunnelPeers: TunnelPeer[];
+    /** Split layout: the stack whose gateway this stack's sites and laptops join. */
+    gatewayStack?: string;
+    /** Split layout: the stacks whose sites and laptops this gateway takes as peers. */
+    peerStacks: string[];
+}
+
+/** What a site or laptop stack publishes for its gateway stack (its output tunnelPeers). */
+export interface RemotePeer {
+    name: string;
+    kind: "site" | "laptop";
+    publicKey: string;
+    routedCidrs: string[];
+    hostIndex?: number;
 }
 
 /** A guest with its address and MAC fixed, for the static DHCP lease. */
@@ -479,15 +499,27 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         }
     };
 
-    requireKey("placement", "to choose where the gateway runs", '"existing"');
-    requireKey("adminCidrs", "so the gateway knows who may reach SSH (the program itself applies peers over SSH)", '["203.0.113.7/32"]');
     requireKey("sshPrivateKey", "so the program can reach the hosts", "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`");
-    if (placement === "existing") requireKey("existing", 'when placement is "existing"', '{host: "198.51.100.10", user: "root"}');
-    if (placement === "oci") {
+    // A stack that uses another stack's gateway has none of its own: gateway keys belong there.
+    // (Judged by the key's presence, so a malformed gatewayStack is reported as that alone.)
+    const usesRemoteGateway = raw[`${PROJECT}:gatewayStack`] !== undefined;
+    if (usesRemoteGateway) {
+        for (const key of ["placement", "existing", "oci", "ovh", "adminCidrs", "allowWorldSsh", "sshPublicKey", "peers", "portForwards", "peerStacks", "wgInterface", "listenPort", "tunnelCidr", "tunnelCidrV6", "tunnelMtu"] as ConfigKey[]) {
+            if (raw[`${PROJECT}:${key}`] !== undefined) problems.push({ key: `${PROJECT}:${key}`, message: `belongs in the gateway stack (${raw[`${PROJECT}:gatewayStack`]}); remove it here (pulumi config rm ${key})` });
+        }
+        if (!(v.sites ?? []).length && !(v.laptops ?? []).length) problems.push({ key: `${PROJECT}:gatewayStack`, message: "this stack has no sites or laptops to join that gateway; add one, or remove gatewayStack" });
+    } else {
+        requireKey("placement", "to choose where the gateway runs", '"existing"');
+        requireKey("adminCidrs", "so the gateway knows who may reach SSH (the program itself applies peers over SSH)", '["203.0.113.7/32"]');
+    }
+    if (!usesRemoteGateway && placement === "existing") requireKey("existing", 'when placement is "existing"', '{host: "198.51.100.10", user: "root"}');
+    if (usesRemoteGateway) {
+        // nothing more: the gateway's facts come from its stack
+    } else if (placement === "oci") {
         requireKey("oci", 'when placement is "oci"', '{compartmentId: "ocid1.compartment.oc1..aaaa"}');
         requireKey("sshPublicKey", "to log in to the new instance", '"ssh-ed25519 AAAA... you@laptop"');
     }
-    if (placement === "ovh") {
+    if (!usesRemoteGateway && placement === "ovh") {
         requireKey("ovh", 'when placement is "ovh"', '{serviceName: "0123456789abcdef0123456789abcdef", region: "GRA11"}');
         requireKey("sshPublicKey", "to log in to the new instance", '"ssh-ed25519 AAAA... you@laptop"');
     }
@@ -553,7 +585,48 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         laptops: v.laptops ?? [],
         portForwards,
         tunnelPeers,
+        gatewayStack: v.gatewayStack,
+        peerStacks: v.peerStacks ?? [],
     };
+}
+
+const remotePeerSchema = z
+    .object({
+        name: name('"home"'),
+        kind: z.enum(["site", "laptop"]),
+        publicKey: wgPublicKey,
+        routedCidrs: z.array(cidr("any", '"192.168.100.0/24"')),
+        hostIndex: z.number().int().min(2).optional(),
+    })
+    .strict();
+
+/**
+ * The gateway stack's peers from other stacks: each stack's tunnelPeers output, checked and
+ * given tunnel addresses after this stack's own peers. Throws ConfigError naming the stack.
+ */
+export function allocateRemotePeers(config: StackConfig, byStack: { stack: string; tunnelPeers: unknown }[]): { peer: TunnelPeer; publicKey: string; stack: string }[] {
+    const problems: ConfigProblem[] = [];
+    const found: { stack: string; key: string; peer: RemotePeer }[] = [];
+    const names = new Map(config.tunnelPeers.map((p) => [p.name, `${PROJECT}:${p.kind}s`]));
+    byStack.forEach(({ stack, tunnelPeers }, i) => {
+        const key = `${PROJECT}:peerStacks[${i}]`;
+        const parsed = z.array(remotePeerSchema).safeParse(tunnelPeers);
+        if (!parsed.success) {
+            problems.push({ key, message: `stack ${stack} has no valid tunnelPeers output (${parsed.error.issues[0]?.message}); run \`pulumi up\` in that stack first` });
+            return;
+        }
+        for (const peer of parsed.data) {
+            const prior = names.get(peer.name);
+            if (prior) problems.push({ key, message: `stack ${stack} brings a peer named "${peer.name}", which ${prior} already has; rename one of them` });
+            names.set(peer.name, `stack ${stack}`);
+            found.push({ stack, key, peer });
+        }
+    });
+    const local = config.tunnelPeers.map((p) => ({ key: `${PROJECT}:tunnelCidr`, name: p.name, kind: p.kind, hostIndex: p.hostIndex, routed: p.routedCidrs, canReach: p.canReach }));
+    const remote = found.map((f) => ({ key: f.key, name: f.peer.name, kind: f.peer.kind, hostIndex: f.peer.hostIndex, routed: f.peer.routedCidrs, canReach: [] as string[] }));
+    const all = allocate([...local, ...remote], config.gateway.tunnelCidr, config.gateway.tunnelCidrV6, problems);
+    if (problems.length > 0) throw new ConfigError(problems);
+    return found.map((f) => ({ peer: all.find((p) => p.name === f.peer.name) as TunnelPeer, publicKey: f.peer.publicKey, stack: f.stack }));
 }
 
 /** Finds each forward's guest address and bridge; ports must be free on the gateway. */
@@ -658,6 +731,16 @@ function derivedMac(seed: string): string {
     return `52:54:00:${[...digest.subarray(0, 3)].map((b) => b.toString(16).padStart(2, "0")).join(":")}`;
 }
 
+interface AllocationEntry {
+    /** The config key that names this peer, for problems. */
+    key: string;
+    name: string;
+    kind: TunnelPeer["kind"];
+    hostIndex?: number;
+    routed: string[];
+    canReach: string[];
+}
+
 function allocatePeers(
     sites: SiteConfig[],
     peers: PeerConfig[],
@@ -666,10 +749,7 @@ function allocatePeers(
     tunnelCidrV6: string | undefined,
     problems: ConfigProblem[],
 ): TunnelPeer[] {
-    const v4 = tunnelCidr ? parseCidr(tunnelCidr) : undefined;
-    const v6 = tunnelCidrV6 ? parseCidr(tunnelCidrV6) : undefined;
-    if (!v4 || !v6) return [];
-    const entries = [
+    const entries: AllocationEntry[] = [
         ...sites.map((s, i) => ({
             key: `${PROJECT}:sites[${i}]`,
             name: s.name,
@@ -696,6 +776,14 @@ function allocatePeers(
             canReach: [] as string[],
         })),
     ];
+    return allocate(entries, tunnelCidr, tunnelCidrV6, problems);
+}
+
+/** Tunnel addresses in order, from .2, honouring pinned hostIndex values. */
+function allocate(entries: AllocationEntry[], tunnelCidr: string | undefined, tunnelCidrV6: string | undefined, problems: ConfigProblem[]): TunnelPeer[] {
+    const v4 = tunnelCidr ? parseCidr(tunnelCidr) : undefined;
+    const v6 = tunnelCidrV6 ? parseCidr(tunnelCidrV6) : undefined;
+    if (!v4 || !v6) return [];
     const maxIndex = Math.min(Number(size(v4)), Number(size(v6))) - 2;
     const taken = new Map<number, string>();
     for (const e of entries) {

@@ -11,17 +11,25 @@ import {
     renderNetworkUpCommand,
     renderSiteInstallCommand,
     renderSiteRemoveCommand,
+    SITE_DIR,
     type SiteGateway,
     type SiteSettings,
 } from "./kvmSite.render";
+import { renderHostKeyCommand, renderHostKeyRemoveCommand } from "./roleScript";
 
 export interface KvmSiteArgs {
     site: ResolvedSite;
-    /** This site's tunnel addresses, allocated by the config. */
-    addressV4: string;
-    addressV6: string;
-    tunnelMtu: number;
-    gateway: { publicKey: pulumi.Input<string>; endpoint: pulumi.Input<string> };
+    /**
+     * How the site joins the tunnel. Absent while its gateway (in another stack) does not know
+     * it yet: the site then only makes its key, for the gateway stack to read.
+     */
+    tunnel?: {
+        /** This site's tunnel addresses, allocated by the gateway's config. */
+        addressV4: string;
+        addressV6: string;
+        mtu: number;
+        gateway: { publicKey: pulumi.Input<string>; endpoint: pulumi.Input<string> };
+    };
     /** Ports the gateway forwards to this site's guests: the site's firewall lets them in. */
     portForwards: PortForward[];
     sshPrivateKey: pulumi.Input<string>;
@@ -35,18 +43,32 @@ export class KvmSite extends pulumi.ComponentResource {
     /** Static guest addresses by guest name. */
     readonly guestAddresses: Record<string, string>;
     readonly connection: HostConnection;
+    /** False while the site waits for its gateway stack to take it as a peer. */
+    readonly joined: boolean;
 
     constructor(name: string, args: KvmSiteArgs, opts?: pulumi.ComponentResourceOptions) {
         super("wgexit:index:KvmSite", name, {}, opts);
         const site = args.site;
         const c = site.connection;
         this.connection = { host: c.host, port: c.port, user: c.user, privateKey: args.sshPrivateKey, hostKey: c.hostKey };
+        // The key first: it needs nothing from the gateway, and the gateway needs it.
+        const key = hostStep(`${name}-key`, { connection: this.connection, create: renderHostKeyCommand(SITE_DIR), delete: renderHostKeyRemoveCommand(SITE_DIR) }, { parent: this });
+        this.publicKey = key.stdout.apply((out) => out.trim().split("\n").pop()?.trim() ?? "");
+        this.routedCidrs = site.networks.flatMap((n) => [n.cidr, ...(n.cidrV6 ? [n.cidrV6] : [])]);
+        this.guestAddresses = Object.fromEntries(site.networks.flatMap((n) => n.guests.map((g) => [g.name, g.addressV4])));
+        this.joined = args.tunnel !== undefined;
+        if (args.tunnel) this.join(name, site, args.tunnel, args.portForwards, key);
+        this.registerOutputs({ publicKey: this.publicKey, routedCidrs: this.routedCidrs, guestAddresses: this.guestAddresses, joined: this.joined });
+    }
+
+    /** The host tunnel, its firewall and policy routing, the networks and the guests. */
+    private join(name: string, site: ResolvedSite, tunnel: NonNullable<KvmSiteArgs["tunnel"]>, portForwards: PortForward[], key: pulumi.Resource): void {
         const settings: SiteSettings = {
             name: site.name,
             wgInterface: site.wgInterface,
-            tunnelMtu: args.tunnelMtu,
-            addressV4: args.addressV4,
-            addressV6: args.addressV6,
+            tunnelMtu: tunnel.mtu,
+            addressV4: tunnel.addressV4,
+            addressV6: tunnel.addressV6,
             routeTable: site.routeTable,
             networks: site.networks,
             allowInboundFrom: site.allowInboundFrom,
@@ -54,16 +76,16 @@ export class KvmSite extends pulumi.ComponentResource {
             serveDns: site.serveDns,
             poolDir: site.poolDir,
             domainType: site.domainType,
-            portForwards: args.portForwards,
+            portForwards,
         };
 
         const installCommand = pulumi
-            .all([args.gateway.publicKey, args.gateway.endpoint])
+            .all([tunnel.gateway.publicKey, tunnel.gateway.endpoint])
             .apply(([publicKey, endpoint]) => renderSiteInstallCommand(settings, { publicKey, endpoint } satisfies SiteGateway));
         const install = hostStep(
             `${name}-install`,
             { connection: this.connection, create: installCommand, update: installCommand, delete: renderSiteRemoveCommand() },
-            { parent: this },
+            { parent: this, dependsOn: [key] },
         );
 
         // Networks, then guests on them; destroy runs in the reverse order.
@@ -82,10 +104,5 @@ export class KvmSite extends pulumi.ComponentResource {
                 new GuestVm(`${name}-guest-${guest.name}`, { guest, network, settings, connection: this.connection, after: [net] }, { parent: this });
             }
         }
-
-        this.publicKey = install.stdout.apply((out) => out.trim().split("\n").pop()?.trim() ?? "");
-        this.routedCidrs = site.networks.flatMap((n) => [n.cidr, ...(n.cidrV6 ? [n.cidrV6] : [])]);
-        this.guestAddresses = Object.fromEntries(site.networks.flatMap((n) => n.guests.map((g) => [g.name, g.addressV4])));
-        this.registerOutputs({ publicKey: this.publicKey, routedCidrs: this.routedCidrs, guestAddresses: this.guestAddresses });
     }
 }

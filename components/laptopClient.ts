@@ -13,63 +13,77 @@ import {
     renderLaptopRemoveCommand,
     renderLaptopVmInstallCommand,
     renderLaptopVmRemoveCommand,
+    VM_DIR,
 } from "./laptopClient.render";
+import { renderHostKeyCommand, renderHostKeyRemoveCommand } from "./roleScript";
 
 export interface LaptopClientArgs {
     laptop: LaptopConfig;
-    /** The VM's tunnel addresses, allocated by the config. */
-    addressV4: string;
-    addressV6: string;
-    tunnelMtu: number;
-    gateway: { publicKey: pulumi.Input<string>; endpoint: pulumi.Input<string>; publicAddress: pulumi.Input<string>; listenPort: number };
+    /**
+     * How the VM joins the tunnel. Absent while its gateway (in another stack) does not know
+     * it yet: the VM then only makes its key, and the laptop is left alone.
+     */
+    tunnel?: {
+        /** The VM's tunnel addresses, allocated by the gateway's config. */
+        addressV4: string;
+        addressV6: string;
+        mtu: number;
+        gateway: { publicKey: pulumi.Input<string>; endpoint: pulumi.Input<string>; publicAddress: pulumi.Input<string>; listenPort: number };
+    };
     sshPrivateKey: pulumi.Input<string>;
 }
 
 export class LaptopClient extends pulumi.ComponentResource {
     /** The VM's WireGuard public key. */
     readonly publicKey: pulumi.Output<string>;
+    /** False while the VM waits for its gateway stack to take it as a peer. */
+    readonly joined: boolean;
 
     constructor(name: string, args: LaptopClientArgs, opts?: pulumi.ComponentResourceOptions) {
         super("wgexit:index:LaptopClient", name, {}, opts);
         const l = args.laptop;
         const connect = (c: LaptopConfig["vm"]): HostConnection => ({ host: c.host, port: c.port, user: c.user, privateKey: args.sshPrivateKey, hostKey: c.hostKey });
+        const vmConnection = connect(l.vm);
+        // The key first: it needs nothing from the gateway, and the gateway needs it.
+        const key = hostStep(`${name}-key`, { connection: vmConnection, create: renderHostKeyCommand(VM_DIR), delete: renderHostKeyRemoveCommand(VM_DIR) }, { parent: this });
+        this.publicKey = key.stdout.apply((out) => out.trim().split("\n").pop()?.trim() ?? "");
+        this.joined = args.tunnel !== undefined;
+        if (args.tunnel) this.join(name, l, args.tunnel, vmConnection, connect(l.laptop), key);
+        this.registerOutputs({ publicKey: this.publicKey, joined: this.joined });
+    }
+
+    /** The VM's tunnel, SNAT and kill switch, then the laptop's switch-over. */
+    private join(name: string, l: LaptopConfig, tunnel: NonNullable<LaptopClientArgs["tunnel"]>, vmConnection: HostConnection, laptopConnection: HostConnection, key: pulumi.Resource): void {
         const vmSettings: LaptopVmSettings = {
             name: l.name,
             wgInterface: l.wgInterface,
-            tunnelMtu: args.tunnelMtu,
-            addressV4: args.addressV4,
-            addressV6: args.addressV6,
+            tunnelMtu: tunnel.mtu,
+            addressV4: tunnel.addressV4,
+            addressV6: tunnel.addressV6,
             routeTable: l.routeTable,
             vmLink: l.vmLink,
             laptopAddress: l.laptopAddress,
             laptopAddressV6: l.laptopAddressV6,
         };
         const vmInstall = pulumi
-            .all([args.gateway.publicKey, args.gateway.endpoint])
+            .all([tunnel.gateway.publicKey, tunnel.gateway.endpoint])
             .apply(([publicKey, endpoint]) => renderLaptopVmInstallCommand(vmSettings, { publicKey, endpoint }));
-        const vm = hostStep(`${name}-vm`, { connection: connect(l.vm), create: vmInstall, update: vmInstall, delete: renderLaptopVmRemoveCommand() }, { parent: this });
+        const vm = hostStep(`${name}-vm`, { connection: vmConnection, create: vmInstall, update: vmInstall, delete: renderLaptopVmRemoveCommand() }, { parent: this, dependsOn: [key] });
 
-        const laptopInstall = pulumi.output(args.gateway.publicAddress).apply((endpointHost) => {
+        const laptopInstall = pulumi.output(tunnel.gateway.publicAddress).apply((endpointHost) => {
             const settings: LaptopSettings = {
                 name: l.name,
                 os: l.os,
                 vmAddress: l.vmAddress,
                 vmAddressV6: l.vmAddressV6,
                 endpointHost,
-                endpointPort: args.gateway.listenPort,
+                endpointPort: tunnel.gateway.listenPort,
                 resolver: l.resolver,
                 networkService: l.networkService,
             };
             return renderLaptopInstallCommand(settings);
         });
         // The laptop switches over only once its VM holds the tunnel; destroy restores it first.
-        const laptop = hostStep(
-            `${name}-laptop`,
-            { connection: connect(l.laptop), create: laptopInstall, update: laptopInstall, delete: renderLaptopRemoveCommand(l.os) },
-            { parent: this, dependsOn: [vm] },
-        );
-
-        this.publicKey = vm.stdout.apply((out) => out.trim().split("\n").pop()?.trim() ?? "");
-        this.registerOutputs({ publicKey: this.publicKey, laptopConfigured: laptop.id });
+        hostStep(`${name}-laptop`, { connection: laptopConnection, create: laptopInstall, update: laptopInstall, delete: renderLaptopRemoveCommand(l.os) }, { parent: this, dependsOn: [vm] });
     }
 }

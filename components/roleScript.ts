@@ -200,3 +200,30 @@ remove_unit() {
 }
 `;
 }
+
+/**
+ * The first step on a site or laptop VM: make the host's WireGuard key (once) and print its
+ * public half. It runs before the host knows its tunnel address, so a split-layout stack can
+ * publish the key for its gateway stack before it joins.
+ */
+export function renderHostKeyCommand(dir: string): string {
+    if (!/^\/[A-Za-z0-9/_.-]+$/.test(dir)) throw new Error(`unsafe key directory ${dir}`);
+    return `set -eu
+S=""; [ "$(id -u)" = 0 ] || S="sudo -n"
+if ! command -v wg >/dev/null 2>&1; then
+	$S env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+	$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wireguard-tools >&2
+fi
+$S mkdir -p ${dir}
+$S sh -c "umask 077; if [ ! -s ${dir}/private.key ]; then wg genkey >${dir}/private.key.new && mv -f ${dir}/private.key.new ${dir}/private.key; fi"
+$S sh -c "wg pubkey <${dir}/private.key"
+`;
+}
+
+/** Removes a key the key step made, when nothing else of the role is left (the role's remove took the rest). */
+export function renderHostKeyRemoveCommand(dir: string): string {
+    if (!/^\/[A-Za-z0-9/_.-]+$/.test(dir)) throw new Error(`unsafe key directory ${dir}`);
+    return `S=""; [ "$(id -u)" = 0 ] || S="sudo -n"
+if [ -d ${dir} ] && [ ! -e ${dir}/interface ]; then $S rm -f ${dir}/private.key ${dir}/private.key.new; $S rmdir ${dir} /etc/wgexit 2>/dev/null || true; fi
+`;
+}

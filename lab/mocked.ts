@@ -30,7 +30,9 @@ export async function runProgramUnderMocks(
     const abort = opts.abort ?? new Promise<void>(() => undefined);
     pulumi.runtime.setAllConfig(config, opts.secretKeys);
     await pulumi.runtime.setMocks(mocks, "wgexit", opts.stack, false);
-    const program = require(path.join(__dirname, "..", "index")) as Record<string, unknown>;
+    // index.ts exports an async entry point, as Pulumi programs may: its result is the stack's outputs.
+    const entry = require(path.join(__dirname, "..", "index")) as () => Promise<Record<string, unknown>>;
+    const program = await Promise.race([entry(), abort.then(() => ({}) as Record<string, unknown>)]);
     const outputs: Record<string, unknown> = {};
     const exports = Promise.all(
         Object.entries(program).map(async ([k, v]) => {

@@ -18,15 +18,27 @@ export const GENERATED_CLIENT_KEY = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk
 export const FAKE_SITE_KEY = "U2l0ZVB1YmxpY0tleUZvclRlc3RzT25seTAwMDAwMDA=";
 const REPO = path.join(__dirname, "..", "..");
 
+/** Other stacks' outputs, by stack name, for StackReferences (split layout). */
+export type StackOutputsByName = Record<string, Record<string, unknown>>;
+
 class RecordingMocks implements pulumi.runtime.Mocks {
     readonly registrations: Registration[] = [];
     readonly invokes: string[] = [];
 
+    constructor(private readonly stacks: StackOutputsByName = {}) {}
+
     newResource(args: pulumi.runtime.MockResourceArgs) {
+        if (args.type === "pulumi:pulumi:StackReference") {
+            const name = String(args.inputs.name);
+            this.registrations.push({ type: args.type, name: args.name, inputs: args.inputs, outputs: {}, custom: true });
+            // As the engine answers for a stack that does not exist.
+            if (!(name in this.stacks)) throw new Error(`unknown stack "${name}"`);
+            return { id: name, state: { name, outputs: this.stacks[name], secretOutputNames: [] } };
+        }
         const outputs: Record<string, unknown> = { ...args.inputs };
         if (args.type === "command:remote:Command") {
             const key = args.name.startsWith("site-") || args.name.startsWith("laptop-") ? FAKE_SITE_KEY : FAKE_GATEWAY_KEY;
-            outputs.stdout = args.name.endsWith("-install") || args.name.endsWith("-vm") ? `installed\n${key}\n` : "";
+            outputs.stdout = args.name === "gateway-install" || args.name.endsWith("-key") ? `installed\n${key}\n` : "";
             outputs.stderr = "";
         }
         if (args.type === "random:index/randomBytes:RandomBytes") outputs.base64 = GENERATED_CLIENT_KEY;
@@ -59,27 +71,36 @@ export interface ProgramRun {
     invokes: string[];
     outputs: Record<string, unknown>;
     secretOutputs: string[];
+    /** Set when the program failed; registrations then show what it had registered. */
+    error?: string;
 }
 
 /** Runs the program once under RecordingMocks in this process (a process runs it once). */
-export async function runProgramHere(config: Record<string, unknown>, stack = "test"): Promise<ProgramRun> {
-    const mocks = new RecordingMocks();
+export async function runProgramHere(config: Record<string, unknown>, stack = "test", stacks: StackOutputsByName = {}): Promise<ProgramRun> {
+    const mocks = new RecordingMocks(stacks);
     const secretOutputs: string[] = [];
-    const outputs = await runProgramUnderMocks(mocks, encodeConfig(config, "wgexit:"), { stack, secretKeys: ["wgexit:sshPrivateKey"], secretOutputs });
-    return { registrations: mocks.registrations, invokes: mocks.invokes, outputs, secretOutputs };
+    try {
+        const outputs = await runProgramUnderMocks(mocks, encodeConfig(config, "wgexit:"), { stack, secretKeys: ["wgexit:sshPrivateKey"], secretOutputs });
+        return { registrations: mocks.registrations, invokes: mocks.invokes, outputs, secretOutputs };
+    } catch (e) {
+        return { registrations: mocks.registrations, invokes: mocks.invokes, outputs: {}, secretOutputs, error: (e as Error).message };
+    }
 }
 
 /**
  * config: keys without the "wgexit:" prefix; non-strings are JSON-encoded like Pulumi does.
- * Each run gets its own process: the Pulumi runtime keeps per-process state.
+ * stacks: the outputs of the stacks this one references. Each run gets its own process: the
+ * Pulumi runtime keeps per-process state. A failed program rejects, unless allowFailure.
  */
-export function runProgram(config: Record<string, unknown>, stack = "test"): Promise<ProgramRun> {
+export function runProgram(config: Record<string, unknown>, stack = "test", stacks: StackOutputsByName = {}, opts: { allowFailure?: boolean } = {}): Promise<ProgramRun> {
     return new Promise((resolve, reject) => {
         const child = execFile(process.execPath, ["--import", "tsx", path.join(__dirname, "runProgram.ts"), stack], { cwd: REPO, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
             if (err) return reject(new Error(`program run failed: ${err.message}\n${stderr}`));
-            resolve(JSON.parse(stdout) as ProgramRun);
+            const run = JSON.parse(stdout) as ProgramRun;
+            if (run.error && !opts.allowFailure) return reject(new Error(`program failed: ${run.error}`));
+            resolve(run);
         });
-        child.stdin?.end(JSON.stringify(config));
+        child.stdin?.end(JSON.stringify({ config, stacks }));
     });
 }
 

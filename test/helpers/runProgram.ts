@@ -2,7 +2,8 @@
 import * as fs from "node:fs";
 import { runProgramHere } from "./program";
 
-runProgramHere(JSON.parse(fs.readFileSync(0, "utf8")) as Record<string, unknown>, process.argv[2]).then(
+const { config, stacks } = JSON.parse(fs.readFileSync(0, "utf8")) as { config: Record<string, unknown>; stacks: Record<string, Record<string, unknown>> };
+runProgramHere(config, process.argv[2], stacks).then(
     (run) => {
         // Exit only once the pipe has taken all of it: process.exit would cut a large write short.
         process.stdout.write(JSON.stringify(run), () => process.exit(0));

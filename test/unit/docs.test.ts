@@ -42,7 +42,7 @@ describe("docs and declarations", () => {
         assert.match(readme, /^npm test\s+#/m);
     });
 
-    for (const stackFile of ["Pulumi.dev.yaml", "Pulumi.lab.yaml"]) {
+    for (const stackFile of ["Pulumi.dev.yaml", "Pulumi.lab.yaml", "Pulumi.prod.yaml", "Pulumi.prod-home.yaml"]) {
         it(`${stackFile} uses only declared keys`, () => {
             const stack = parseYaml(fs.readFileSync(path.join(REPO, stackFile), "utf8")) as { config: Record<string, unknown> };
             for (const key of Object.keys(stack.config)) {
@@ -52,15 +52,17 @@ describe("docs and declarations", () => {
         });
     }
 
-    it("Pulumi.dev.yaml fails only on its placeholders", () => {
-        const stack = parseYaml(fs.readFileSync(path.join(REPO, "Pulumi.dev.yaml"), "utf8")) as { config: Record<string, unknown> };
-        const raw = encodeConfig(stack.config);
-        try {
-            parseStackConfig(raw);
-            assert.fail("placeholders should not validate");
-        } catch (e) {
-            assert.ok(e instanceof ConfigError);
-            for (const p of e.problems) assert.match(p.key, /compartmentId|adminCidrs|sshPublicKey|sshPrivateKey|publicKey|connection\.host|sshAuthorizedKeys/, `${p.key}: ${p.message}`);
-        }
-    });
+    for (const stackFile of ["Pulumi.dev.yaml", "Pulumi.prod.yaml", "Pulumi.prod-home.yaml"]) {
+        it(`${stackFile} fails only on its placeholders`, () => {
+            const stack = parseYaml(fs.readFileSync(path.join(REPO, stackFile), "utf8")) as { config: Record<string, unknown> };
+            const raw = encodeConfig(stack.config);
+            try {
+                parseStackConfig(raw);
+                assert.fail("placeholders should not validate");
+            } catch (e) {
+                assert.ok(e instanceof ConfigError);
+                for (const p of e.problems) assert.match(p.key, /compartmentId|adminCidrs|sshPublicKey|sshPrivateKey|publicKey|connection\.host|connection\.hostKey|sshAuthorizedKeys|peerStacks|gatewayStack|portForwards\[0\]\.address/, `${p.key}: ${p.message}`);
+            }
+        });
+    }
 });
