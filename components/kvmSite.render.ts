@@ -4,7 +4,7 @@
 import { create as createXml } from "xmlbuilder2";
 import type { PortForward, ResolvedNetwork } from "./config";
 import { parseCidr } from "./net";
-import { renderRoleFunctions } from "./roleScript";
+import { renderPolicyRoutingFunctions, renderRoleFunctions } from "./roleScript";
 import { assignments, deliverAndRun, type FileToWrite, runIfPresent, shq } from "./shell";
 
 export const SITE_DIR = "/etc/wgexit/site";
@@ -156,6 +156,7 @@ ${assignments({
 })}
 
 ${renderRoleFunctions()}
+${renderPolicyRoutingFunctions()}
 need_virsh() {
 	command -v virsh >/dev/null 2>&1 || die "virsh not found: install libvirt first (Debian/Ubuntu: apt install libvirt-daemon-system qemu-system-x86)"
 	virsh -q uri >/dev/null 2>&1 || die "libvirtd is not answering (virsh uri failed); start it (systemctl start libvirtd)"
@@ -177,16 +178,6 @@ sync_policy_routing() {
 		for have in $(ip "-$f" rule show pref "$ROUTE_TABLE" | sed -n 's/.* iif \\([^ ]*\\) .*/\\1/p'); do
 			case " $BRIDGES " in *" $have "*) ;; *) ip "-$f" rule del pref "$ROUTE_TABLE" iif "$have" ;; esac
 		done
-	done
-}
-
-drop_policy_routing() {
-	local f
-	for f in 4 6; do
-		while ip "-$f" rule del pref "$ROUTE_TABLE" 2>/dev/null; do :; done
-		# flush leaves unreachable routes behind (IPv6), so the kill switch goes by name.
-		while ip "-$f" route del unreachable default table "$ROUTE_TABLE" 2>/dev/null; do :; done
-		ip "-$f" route flush table "$ROUTE_TABLE" 2>/dev/null || true
 	done
 }
 

@@ -1,9 +1,8 @@
 // Pure renderers for a laptop client: the VM role (tunnel, SNAT, kill switch) and the laptop
 // role. The laptop script is one body of shared logic plus a small platform driver (Linux or
 // macOS): only the driver's functions differ, so the Linux lab exercises the shared logic.
-import { deliverAndRun, runIfPresent, shq } from "./shell";
-import { assignments } from "./shell";
-import { renderRoleFunctions } from "./roleScript";
+import { renderPolicyRoutingFunctions, renderRoleFunctions } from "./roleScript";
+import { assignments, deliverAndRun, runIfPresent, shq } from "./shell";
 
 export const VM_DIR = "/etc/wgexit/laptop-vm";
 export const VM_SCRIPT = `${VM_DIR}/vm.sh`;
@@ -99,6 +98,7 @@ ${assignments({
 })}
 
 ${renderRoleFunctions()}
+${renderPolicyRoutingFunctions()}
 # The laptop's packets (and only those) are routed by ROUTE_TABLE: the tunnel, then an
 # unreachable default, so they never fall back to the VM's own uplink.
 sync_policy_routing() {
@@ -108,15 +108,6 @@ sync_policy_routing() {
 		ip -6 route replace unreachable default metric 4294967295 table "$ROUTE_TABLE"
 		ip -6 rule show pref "$ROUTE_TABLE" | grep -q . || ip -6 rule add pref "$ROUTE_TABLE" iif "$VM_LINK" from "$LAPTOP_V6" lookup "$ROUTE_TABLE"
 	fi
-}
-
-drop_policy_routing() {
-	local f
-	for f in 4 6; do
-		while ip "-$f" rule del pref "$ROUTE_TABLE" 2>/dev/null; do :; done
-		while ip "-$f" route del unreachable default table "$ROUTE_TABLE" 2>/dev/null; do :; done
-		ip "-$f" route flush table "$ROUTE_TABLE" 2>/dev/null || true
-	done
 }
 
 vm_table() { cat "$ROLE_DIR/ruleset.nft"; }

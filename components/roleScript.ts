@@ -1,6 +1,7 @@
-// Bash shared by the host roles (gateway, site): key, link, forwarding, one nftables
-// table, boot unit. Each role script sets ROLE, ROLE_DIR, ROLE_SCRIPT, WG_IF, TABLE,
-// UNIT and SYSCTL_FILE, then includes these functions.
+// Bash shared by the host roles (gateway, site, laptop VM): key, link, forwarding, one
+// nftables table, boot unit, status lines. Each role script sets ROLE, ROLE_DIR, ROLE_SCRIPT,
+// WG_IF, TABLE, UNIT and SYSCTL_FILE, then includes these functions. Also the key step that
+// runs before a host's role is installed.
 
 export function renderRoleFunctions(): string {
     return `log() { printf '%s: %s\\n' "$ROLE" "$*" >&2; }
@@ -225,5 +226,20 @@ export function renderHostKeyRemoveCommand(dir: string): string {
     if (!/^\/[A-Za-z0-9/_.-]+$/.test(dir)) throw new Error(`unsafe key directory ${dir}`);
     return `S=""; [ "$(id -u)" = 0 ] || S="sudo -n"
 if [ -d ${dir} ] && [ ! -e ${dir}/interface ]; then $S rm -f ${dir}/private.key ${dir}/private.key.new; $S rmdir ${dir} /etc/wgexit 2>/dev/null || true; fi
+`;
+}
+
+/** Bash shared by the roles that policy-route traffic into the tunnel (site, laptop VM); they set ROUTE_TABLE. */
+export function renderPolicyRoutingFunctions(): string {
+    return `# Removes the policy routing of ROUTE_TABLE (rules at its preference, and the table).
+drop_policy_routing() {
+	local f
+	for f in 4 6; do
+		while ip "-$f" rule del pref "$ROUTE_TABLE" 2>/dev/null; do :; done
+		# flush leaves unreachable routes behind (IPv6), so the kill switch goes by name.
+		while ip "-$f" route del unreachable default table "$ROUTE_TABLE" 2>/dev/null; do :; done
+		ip "-$f" route flush table "$ROUTE_TABLE" 2>/dev/null || true
+	done
+}
 `;
 }

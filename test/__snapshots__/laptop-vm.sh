@@ -217,6 +217,17 @@ remove_unit() {
 	fi
 }
 
+# Removes the policy routing of ROUTE_TABLE (rules at its preference, and the table).
+drop_policy_routing() {
+	local f
+	for f in 4 6; do
+		while ip "-$f" rule del pref "$ROUTE_TABLE" 2>/dev/null; do :; done
+		# flush leaves unreachable routes behind (IPv6), so the kill switch goes by name.
+		while ip "-$f" route del unreachable default table "$ROUTE_TABLE" 2>/dev/null; do :; done
+		ip "-$f" route flush table "$ROUTE_TABLE" 2>/dev/null || true
+	done
+}
+
 # The laptop's packets (and only those) are routed by ROUTE_TABLE: the tunnel, then an
 # unreachable default, so they never fall back to the VM's own uplink.
 sync_policy_routing() {
@@ -226,15 +237,6 @@ sync_policy_routing() {
 		ip -6 route replace unreachable default metric 4294967295 table "$ROUTE_TABLE"
 		ip -6 rule show pref "$ROUTE_TABLE" | grep -q . || ip -6 rule add pref "$ROUTE_TABLE" iif "$VM_LINK" from "$LAPTOP_V6" lookup "$ROUTE_TABLE"
 	fi
-}
-
-drop_policy_routing() {
-	local f
-	for f in 4 6; do
-		while ip "-$f" rule del pref "$ROUTE_TABLE" 2>/dev/null; do :; done
-		while ip "-$f" route del unreachable default table "$ROUTE_TABLE" 2>/dev/null; do :; done
-		ip "-$f" route flush table "$ROUTE_TABLE" 2>/dev/null || true
-	done
 }
 
 vm_table() { cat "$ROLE_DIR/ruleset.nft"; }
