@@ -55,7 +55,14 @@ function sitesAndLaptops(config: StackConfig, gateway: GatewayView, sshPrivateKe
         laptopPublicKeys: Object.fromEntries(laptops.map((l) => [l.name, l.client.publicKey])),
         // What a gateway stack reads from this one (split layout).
         tunnelPeers: [
-            ...sites.map((s) => ({ name: s.name, kind: "site", publicKey: s.kvm.publicKey, routedCidrs: s.kvm.routedCidrs, hostIndex: s.hostIndex })),
+            ...sites.map((s) => ({
+                name: s.name,
+                kind: "site",
+                publicKey: s.kvm.publicKey,
+                routedCidrs: s.kvm.routedCidrs,
+                hostIndex: s.hostIndex,
+                portForwards: config.portForwards.filter((f) => f.site === s.name).map(({ site: _site, ...f }) => f),
+            })),
             ...laptops.map((l) => ({ name: l.name, kind: "laptop", publicKey: l.client.publicKey, routedCidrs: [], hostIndex: l.hostIndex })),
         ],
         waitingForGateway: [...sites.filter((s) => !s.kvm.joined).map((s) => s.name), ...laptops.filter((l) => !l.client.joined).map((l) => l.name)],
@@ -99,7 +106,7 @@ async function gatewayStack(config: StackConfig, sshPrivateKey: pulumi.Output<st
         sshPublicKey: config.sshPublicKey,
         sshPrivateKey,
         peers: everyone.map((p) => ({ ...gatewayPeerFor(p, everyone), publicKey: keys.get(p.name) as pulumi.Input<string> })),
-        portForwards: config.portForwards,
+        portForwards: [...config.portForwards, ...remote.flatMap((r) => r.portForwards)],
     });
     resolveGatewayKey(gateway.publicKey);
     resolveGatewayEndpoint(gateway.endpoint);

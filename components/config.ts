@@ -362,14 +362,7 @@ export interface StackConfig {
     peerStacks: string[];
 }
 
-/** What a site or laptop stack publishes for its gateway stack (its output tunnelPeers). */
-export interface RemotePeer {
-    name: string;
-    kind: "site" | "laptop";
-    publicKey: string;
-    routedCidrs: string[];
-    hostIndex?: number;
-}
+
 
 /** A guest with its address and MAC fixed, for the static DHCP lease. */
 export interface ResolvedGuest extends GuestConfig {
@@ -504,7 +497,7 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
     // (Judged by the key's presence, so a malformed gatewayStack is reported as that alone.)
     const usesRemoteGateway = raw[`${PROJECT}:gatewayStack`] !== undefined;
     if (usesRemoteGateway) {
-        for (const key of ["placement", "existing", "oci", "ovh", "adminCidrs", "allowWorldSsh", "sshPublicKey", "peers", "portForwards", "peerStacks", "wgInterface", "listenPort", "tunnelCidr", "tunnelCidrV6", "tunnelMtu"] as ConfigKey[]) {
+        for (const key of ["placement", "existing", "oci", "ovh", "adminCidrs", "allowWorldSsh", "sshPublicKey", "peers", "peerStacks", "wgInterface", "listenPort", "tunnelCidr", "tunnelCidrV6", "tunnelMtu"] as ConfigKey[]) {
             if (raw[`${PROJECT}:${key}`] !== undefined) problems.push({ key: `${PROJECT}:${key}`, message: `belongs in the gateway stack (${raw[`${PROJECT}:gatewayStack`]}); remove it here (pulumi config rm ${key})` });
         }
         if (!(v.sites ?? []).length && !(v.laptops ?? []).length) problems.push({ key: `${PROJECT}:gatewayStack`, message: "this stack has no sites or laptops to join that gateway; add one, or remove gatewayStack" });
@@ -543,7 +536,8 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         }
         if (l.laptopAddress === l.vmAddress) problems.push({ key: `${PROJECT}:laptops[${i}].vmAddress`, message: "must differ from laptopAddress" });
     });
-    const portForwards = resolvePortForwards(v.portForwards ?? [], sites, { listenPort: v.listenPort as number, sshPort: v.existing?.port ?? 22 }, problems);
+    // In a site stack the gateway's own ports are checked by the gateway stack, which applies the forwards.
+    const portForwards = resolvePortForwards(v.portForwards ?? [], sites, usesRemoteGateway ? undefined : { listenPort: v.listenPort as number, sshPort: v.existing?.port ?? 22 }, problems);
     (v.peers ?? []).forEach((p, i) => {
         if ((p.publicKey === undefined) === !p.generateKey) {
             problems.push({
@@ -597,14 +591,21 @@ const remotePeerSchema = z
         publicKey: wgPublicKey,
         routedCidrs: z.array(cidr("any", '"192.168.100.0/24"')),
         hostIndex: z.number().int().min(2).optional(),
+        // A site's port forwards: declared with the site, applied by the gateway.
+        portForwards: z
+            .array(z.object({ name: name('"web"'), protocol: z.enum(["tcp", "udp"]), port: port(443), address: address(4, '"192.168.100.10"'), bridge: interfaceName('"virbr-wg"'), toPort: port(443) }).strict())
+            .default([]),
     })
     .strict();
+
+/** What a site or laptop stack publishes for its gateway stack (its output tunnelPeers). */
+export type RemotePeer = z.output<typeof remotePeerSchema>;
 
 /**
  * The gateway stack's peers from other stacks: each stack's tunnelPeers output, checked and
  * given tunnel addresses after this stack's own peers. Throws ConfigError naming the stack.
  */
-export function allocateRemotePeers(config: StackConfig, byStack: { stack: string; tunnelPeers: unknown }[]): { peer: TunnelPeer; publicKey: string; stack: string }[] {
+export function allocateRemotePeers(config: StackConfig, byStack: { stack: string; tunnelPeers: unknown }[]): { peer: TunnelPeer; publicKey: string; stack: string; portForwards: PortForward[] }[] {
     const problems: ConfigProblem[] = [];
     const found: { stack: string; key: string; peer: RemotePeer }[] = [];
     const names = new Map(config.tunnelPeers.map((p) => [p.name, `${PROJECT}:${p.kind}s`]));
@@ -625,12 +626,29 @@ export function allocateRemotePeers(config: StackConfig, byStack: { stack: strin
     const local = config.tunnelPeers.map((p) => ({ key: `${PROJECT}:tunnelCidr`, name: p.name, kind: p.kind, hostIndex: p.hostIndex, routed: p.routedCidrs, canReach: p.canReach }));
     const remote = found.map((f) => ({ key: f.key, name: f.peer.name, kind: f.peer.kind, hostIndex: f.peer.hostIndex, routed: f.peer.routedCidrs, canReach: [] as string[] }));
     const all = allocate([...local, ...remote], config.gateway.tunnelCidr, config.gateway.tunnelCidrV6, problems);
+    // The public ports a peer stack's sites ask for must be free on this gateway.
+    const ports = new Map(config.portForwards.map((f) => [`${f.protocol}/${f.port}`, `this stack's portForwards (${f.name})`]));
+    ports.set(`udp/${config.gateway.listenPort}`, "WireGuard (listenPort)");
+    ports.set(`tcp/${config.existing?.port ?? 22}`, "the gateway's SSH");
+    for (const f of found) {
+        for (const forward of f.peer.portForwards) {
+            const claim = `${forward.protocol}/${forward.port}`;
+            const prior = ports.get(claim);
+            if (prior) problems.push({ key: f.key, message: `stack ${f.stack} forwards ${claim} (${forward.name}), which ${prior} already uses; choose another port there` });
+            ports.set(claim, `stack ${f.stack} (${forward.name})`);
+        }
+    }
     if (problems.length > 0) throw new ConfigError(problems);
-    return found.map((f) => ({ peer: all.find((p) => p.name === f.peer.name) as TunnelPeer, publicKey: f.peer.publicKey, stack: f.stack }));
+    return found.map((f) => ({
+        peer: all.find((p) => p.name === f.peer.name) as TunnelPeer,
+        publicKey: f.peer.publicKey,
+        stack: f.stack,
+        portForwards: f.peer.portForwards.map((forward) => ({ ...forward, site: f.peer.name })),
+    }));
 }
 
 /** Finds each forward's guest address and bridge; ports must be free on the gateway. */
-function resolvePortForwards(forwards: z.output<typeof portForwardSchema>[], sites: ResolvedSite[], gateway: { listenPort: number; sshPort: number }, problems: ConfigProblem[]): PortForward[] {
+function resolvePortForwards(forwards: z.output<typeof portForwardSchema>[], sites: ResolvedSite[], gateway: { listenPort: number; sshPort: number } | undefined, problems: ConfigProblem[]): PortForward[] {
     const taken = new Map<string, string>();
     const resolved: PortForward[] = [];
     forwards.forEach((f, i) => {
@@ -638,10 +656,12 @@ function resolvePortForwards(forwards: z.output<typeof portForwardSchema>[], sit
         const claim = `${f.protocol}/${f.port}`;
         if (taken.has(claim)) problems.push({ key: `${key}.port`, message: `${claim} is already forwarded by ${taken.get(claim)}; use another port` });
         taken.set(claim, key);
-        if (f.protocol === "udp" && f.port === gateway.listenPort) problems.push({ key: `${key}.port`, message: `udp/${f.port} is the gateway's WireGuard port (listenPort); use another port` });
-        if (f.protocol === "tcp" && f.port === gateway.sshPort) problems.push({ key: `${key}.port`, message: `tcp/${f.port} is the gateway's SSH port; use another port` });
+        if (gateway && f.protocol === "udp" && f.port === gateway.listenPort) problems.push({ key: `${key}.port`, message: `udp/${f.port} is the gateway's WireGuard port (listenPort); use another port` });
+        if (gateway && f.protocol === "tcp" && f.port === gateway.sshPort) problems.push({ key: `${key}.port`, message: `tcp/${f.port} is the gateway's SSH port; use another port` });
         const site = sites.find((s) => s.name === f.site);
         if (!site) {
+            // A site that failed validation is already reported; naming it again would only confuse.
+            if (problems.some((p) => p.key.startsWith(`${PROJECT}:sites`))) return;
             problems.push({ key: `${key}.site`, message: `"${f.site}" is not a site; use one of ${sites.map((s) => s.name).join(", ") || "(no sites declared)"}` });
             return;
         }

@@ -8,7 +8,8 @@ import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, type ProgramRun, runProgra
 
 const GATEWAY = "acme/wgexit/gateway";
 const HOME = "acme/wgexit/home";
-const siteStack = { gatewayStack: GATEWAY, sshPrivateKey: TEST_SSH_PRIVATE_KEY, sites: [SITE] };
+// The site declares its own port forward; the gateway stack applies it.
+const siteStack = { gatewayStack: GATEWAY, sshPrivateKey: TEST_SSH_PRIVATE_KEY, sites: [SITE], portForwards: [{ name: "https", protocol: "tcp", port: 443, site: "home", guest: "web", toPort: 8443 }] };
 const commands = (run: ProgramRun) => run.registrations.filter((r) => r.type === "command:remote:Command").map((r) => r.name);
 const command = (run: ProgramRun, name: string) => String(unwrap(run.registrations.find((r) => r.name === name)?.inputs.create));
 
@@ -23,13 +24,22 @@ describe("split layout", () => {
         assert.deepEqual(commands(site1), ["site-home-key"], "nothing but the key before the gateway knows the site");
         assert.deepEqual(site1.outputs.waitingForGateway, ["home"]);
         const published = site1.outputs.tunnelPeers as { name: string; publicKey: string; routedCidrs: string[] }[];
-        assert.deepEqual(published, [{ name: "home", kind: "site", publicKey: FAKE_SITE_KEY, routedCidrs: ["192.168.100.0/24", "fd66:100::/64", "192.168.101.0/24"] }]);
+        assert.deepEqual(published, [
+            {
+                name: "home",
+                kind: "site",
+                publicKey: FAKE_SITE_KEY,
+                routedCidrs: ["192.168.100.0/24", "fd66:100::/64", "192.168.101.0/24"],
+                portForwards: [{ name: "https", protocol: "tcp", port: 443, address: "192.168.100.10", bridge: "virbr-wg", toPort: 8443 }],
+            },
+        ]);
 
         // 3. The gateway stack names the site stack and takes its peer, with an address.
         const gateway2 = await runProgram({ ...baseConfig("existing"), peerStacks: [HOME] }, "gateway", { [HOME]: site1.outputs });
         assert.deepEqual((gateway2.outputs.peerAddresses as Record<string, { addressV4: string }>).home.addressV4, "10.66.0.3");
         assert.ok(command(gateway2, "gateway-peers").includes(`# home\n[Peer]\nPublicKey = ${FAKE_SITE_KEY}\nAllowedIPs = 10.66.0.3/32, fd66:66:66::3/128, 192.168.100.0/24, fd66:100::/64, 192.168.101.0/24\n`));
         assert.ok(!commands(gateway2).some((c) => c.startsWith("site-")), "the gateway stack never touches the site's host");
+        assert.match(command(gateway2, "gateway-peers"), /tcp dport 443 dnat ip to 192\.168\.100\.10:8443 comment "port forward https"/, "the site's port forward is applied by the gateway");
 
         // 4. The site stack joins: its tunnel, networks and guests, with the gateway's key and its address.
         const site2 = await runProgram(siteStack, "home", { [GATEWAY]: gateway2.outputs });
@@ -37,6 +47,7 @@ describe("split layout", () => {
         const install = command(site2, "site-home-install");
         assert.match(install, new RegExp(`PublicKey = ${FAKE_GATEWAY_KEY}\\nEndpoint = 198\\.51\\.100\\.10:51820`));
         assert.match(install, /ADDRESS_V4='10\.66\.0\.3\/32'/);
+        assert.match(install, /ip daddr 192\.168\.100\.10 tcp dport 8443 ct state new accept comment "port forward https"/, "and let in by the site");
         assert.deepEqual(site2.outputs.waitingForGateway, []);
 
         // Only public facts crossed: no stack's outputs hold a private key.
@@ -65,6 +76,13 @@ describe("split layout", () => {
         const clash = { tunnelPeers: [{ name: "phone", kind: "site", publicKey: FAKE_SITE_KEY, routedCidrs: [] }] };
         const run = await runProgram({ ...baseConfig("existing"), peerStacks: [HOME] }, "gateway", { [HOME]: clash }, { allowFailure: true });
         assert.match(run.error ?? "", /wgexit:peerStacks\[0\]: stack acme\/wgexit\/home brings a peer named "phone"/);
+        assert.deepEqual(commands(run), []);
+    });
+
+    it("a site's port forward may not take a port the gateway already uses", async () => {
+        const site1 = await runProgram({ ...siteStack, portForwards: [{ name: "ssh", protocol: "tcp", port: 22, site: "home", guest: "web" }] }, "home", { [GATEWAY]: (await runProgram(baseConfig("existing"), "gateway")).outputs });
+        const run = await runProgram({ ...baseConfig("existing"), peerStacks: [HOME] }, "gateway", { [HOME]: site1.outputs }, { allowFailure: true });
+        assert.match(run.error ?? "", /wgexit:peerStacks\[0\]: stack acme\/wgexit\/home forwards tcp\/22 \(ssh\), which the gateway's SSH already uses/);
         assert.deepEqual(commands(run), []);
     });
 
