@@ -20,6 +20,8 @@ export interface ApplyJob {
     /** The lab box that plays the cloud instance, reached with the lab's own key. */
     cloudBox: { host: string; keyFile: string };
     cloudAddresses: { v4: string; v6: string };
+    /** Outputs of the other stacks this one may reference (split layout), by stack name. */
+    stackRefs: Record<string, Record<string, unknown>>;
 }
 
 export interface ApplyResult {
@@ -40,6 +42,7 @@ async function main(): Promise<void> {
         ssh,
         local: (command) => run(["sh", "-c", command], { allowFail: true, timeoutMs: 600_000 }),
         cloudAddresses: job.cloudAddresses,
+        stackOutputs: (name) => job.stackRefs[name],
         async instanceCreated(_kind, userData) {
             const r = await asRoot(cloudInitAsScript(userData));
             if (r.code !== 0) throw new Error(`cloud-init payload failed (${r.code}):\n${r.stderr.slice(-3000)}`);

@@ -1,12 +1,13 @@
-// npm run lab [-- --json] [-- --keep] [-- --down] [-- --only=gateway|site|laptop]
+// npm run lab [-- --json] [-- --keep] [-- --down] [-- --only=gateway|site|split|laptop]
 // Builds the namespace world, applies the lab stack with the real program, prints the
 // isolation and leak matrix, then destroys everything and proves nothing is left.
 import { formatMatrix, gatewayScenario, Lab } from "./lab";
 import { laptopScenario } from "./laptopScenario";
 import { siteScenario } from "./siteScenario";
+import { splitScenario } from "./splitScenario";
 import { LabWorld } from "./world";
 
-const SCENARIOS = ["gateway", "site", "laptop"];
+const SCENARIOS = ["gateway", "site", "split", "laptop"];
 
 export function labUnsupportedReason(): string | undefined {
     if (process.platform !== "linux") return `the lab needs Linux network namespaces (this is ${process.platform})`;
@@ -54,6 +55,7 @@ async function main(): Promise<number> {
             await gatewayScenario(lab, "oci");
         }
         if (only === undefined || only === "site") await siteScenario(lab);
+        if (only === undefined || only === "split") await splitScenario(lab);
         if (only === undefined || only === "laptop") await laptopScenario(lab);
     } catch (e) {
         lab.record("lab", "scenarios ran to the end", false, (e as Error).message);

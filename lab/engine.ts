@@ -49,6 +49,8 @@ export interface EngineHooks {
     /** A cloud instance was deleted: the machine is gone. */
     instanceDeleted(kind: "oci" | "ovh"): Promise<void>;
     cloudAddresses: { v4: string; v6: string };
+    /** Another stack's outputs, for a StackReference; undefined when there is no such stack. */
+    stackOutputs(name: string): Record<string, unknown> | undefined;
 }
 
 export interface SshConnectionInputs {
@@ -147,6 +149,13 @@ export class LabEngine implements pulumi.runtime.Mocks {
 
     async newResource(args: pulumi.runtime.MockResourceArgs): Promise<{ id: string | undefined; state: Record<string, unknown> }> {
         const key = `${args.type}::${args.name}`;
+        // A StackReference only reads the other stack's last outputs; nothing to record.
+        if (args.type === "pulumi:pulumi:StackReference") {
+            const name = String(args.inputs.name);
+            const outputs = this.hooks.stackOutputs(name);
+            if (!outputs) throw new Error(`unknown stack "${name}"`);
+            return { id: name, state: { name, outputs, secretOutputNames: [] } };
+        }
         this.seen.add(key);
         if (!args.custom) return { id: undefined, state: {} };
         const inputs = unwrap(args.inputs) as Record<string, unknown>;

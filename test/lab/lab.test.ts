@@ -6,6 +6,7 @@ import { labUnsupportedReason } from "../../lab/cli";
 import { type Check, formatMatrix, gatewayScenario, Lab } from "../../lab/lab";
 import { laptopScenario } from "../../lab/laptopScenario";
 import { siteScenario } from "../../lab/siteScenario";
+import { splitScenario } from "../../lab/splitScenario";
 
 const reason = labUnsupportedReason();
 if (reason) {
@@ -46,6 +47,11 @@ describe("lab", { skip: reason ? `LAB SKIPPED: ${reason}` : false }, () => {
         await siteScenario(lab);
         await assertGroup("site/kvm");
         assert.ok(lab.checks.some((c) => c.name.startsWith("the leak check fails when the kill switch is removed") && c.pass));
+    });
+
+    it("split layout: a gateway stack and a site stack wired only by their outputs, first deploy in order, a missing stack refused", async () => {
+        await splitScenario(lab);
+        await assertGroup("stacks/split");
     });
 
     it("laptop (Linux) through its local VM: only the WireGuard flow on the uplink, no leak with the tunnel down, a broken kill switch is caught, roaming, exact restore", async () => {
