@@ -917,6 +917,15 @@ function checkNames(sites: SiteConfig[], peers: PeerConfig[], laptops: LaptopCon
     });
 }
 
+/** Config values as Pulumi hands them to a program: strings stay, anything else is JSON. */
+export function encodeConfig(values: Record<string, unknown>, prefix = ""): Record<string, string> {
+    return Object.fromEntries(
+        Object.entries(values)
+            .filter(([, v]) => v !== undefined)
+            .map(([k, v]) => [`${prefix}${k}`, typeof v === "string" ? v : JSON.stringify(v)]),
+    );
+}
+
 /** Reads and validates the running stack's config; throws before any resource is registered. */
 export function loadStackConfig(): StackConfig {
     try {

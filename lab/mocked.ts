@@ -4,14 +4,8 @@
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 
-/** Config values as Pulumi hands them to a program: strings stay, anything else is JSON. */
-export function encodeConfig(values: Record<string, unknown>, prefix = ""): Record<string, string> {
-    return Object.fromEntries(
-        Object.entries(values)
-            .filter(([, v]) => v !== undefined)
-            .map(([k, v]) => [`${prefix}${k}`, typeof v === "string" ? v : JSON.stringify(v)]),
-    );
-}
+// The config encoding lives with the config reader; the lab and the tests import it from here too.
+export { encodeConfig } from "../components/config";
 
 function promiseOf<T>(o: pulumi.Output<T>): Promise<T> {
     return new Promise((resolve) => o.apply((v) => resolve(v)));

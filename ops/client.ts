@@ -7,16 +7,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as QRCode from "qrcode";
-
-class UsageError extends Error {}
-
-function argValue(args: string[], name: string): string | undefined {
-    const i = args.indexOf(name);
-    if (i < 0) return undefined;
-    const v = args[i + 1];
-    if (v === undefined || v.startsWith("--")) throw new UsageError(`${name} needs a value`);
-    return v;
-}
+import { argValue, UsageError } from "./args";
 
 function clientConfigs(args: string[]): Record<string, string> {
     const file = argValue(args, "--outputs");

@@ -6,11 +6,11 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
-import { ConfigError, parseStackConfig, type StackConfig } from "../components/config";
+import { ConfigError, encodeConfig, parseStackConfig, type StackConfig } from "../components/config";
 import { GATEWAY_SCRIPT } from "../components/cloudGateway.render";
 import { SITE_SCRIPT } from "../components/kvmSite.render";
 import { laptopDir, VM_SCRIPT } from "../components/laptopClient.render";
-import { encodeConfig } from "../lab/mocked";
+import { argValue, UsageError } from "./args";
 
 /** A handshake older than this, on a peer that keeps its tunnel alive, is a fault. */
 export const STALE_SECONDS = 180;
@@ -34,8 +34,6 @@ export interface StatusLine {
     judged: boolean;
     detail: string;
 }
-
-class UsageError extends Error {}
 
 /** The stack file's config as Pulumi would hand it to the program, without its secrets. */
 export function stackFileConfig(file: string): Record<string, string> {
@@ -115,14 +113,6 @@ export function formatStatus(lines: StatusLine[]): string {
     const bad = lines.filter((l) => !l.ok).length;
     out.push(bad ? `${bad} problem${bad > 1 ? "s" : ""}` : "healthy");
     return out.join("\n");
-}
-
-function argValue(args: string[], name: string): string | undefined {
-    const i = args.indexOf(name);
-    if (i < 0) return undefined;
-    const v = args[i + 1];
-    if (v === undefined || v.startsWith("--")) throw new UsageError(`${name} needs a value`);
-    return v;
 }
 
 function gatewayAddress(config: StackConfig, given: string | undefined, stack: string | undefined): string {

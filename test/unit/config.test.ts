@@ -3,7 +3,7 @@ import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ConfigError, parseStackConfig } from "../../components/config";
 import { encodeConfig } from "../../lab/mocked";
-import { baseConfig, PEER_KEY, TEST_SSH_PUBLIC_KEY } from "../helpers/program";
+import { baseConfig, LAPTOP, PEER_KEY, TEST_SSH_PUBLIC_KEY } from "../helpers/program";
 
 const raw = (c: Record<string, unknown>) => encodeConfig(c, "wgexit:");
 
@@ -25,15 +25,7 @@ const site = (over: Record<string, unknown> = {}) => ({
     ...over,
 });
 
-const laptop = (over: Record<string, unknown> = {}) => ({
-    name: "mac",
-    os: "macos",
-    vm: { host: "192.168.64.2", user: "root" },
-    laptop: { host: "127.0.0.1", user: "admin" },
-    laptopAddress: "192.168.64.1",
-    vmAddress: "192.168.64.2",
-    ...over,
-});
+const laptop = (over: Record<string, unknown> = {}) => ({ ...LAPTOP, ...over });
 
 const forward = (over: Record<string, unknown> = {}) => ({
     name: "web",
