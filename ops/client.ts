@@ -33,10 +33,13 @@ export async function main(args: string[]): Promise<number> {
         fs.mkdirSync(out, { recursive: true });
         const confFile = path.join(out, `${name}.conf`);
         const pngFile = path.join(out, `${name}.png`);
-        fs.writeFileSync(confFile, config, { mode: 0o600 });
-        fs.chmodSync(confFile, 0o600);
-        await QRCode.toFile(pngFile, config, { type: "png", errorCorrectionLevel: "M", margin: 4, scale: 6 });
-        fs.chmodSync(pngFile, 0o600);
+        // Created 0600 from the start (an older file is replaced, not reused): they may hold a private key.
+        const writePrivate = (file: string, data: string | Buffer) => {
+            fs.rmSync(file, { force: true });
+            fs.writeFileSync(file, data, { mode: 0o600, flag: "wx" });
+        };
+        writePrivate(confFile, config);
+        writePrivate(pngFile, await QRCode.toBuffer(config, { type: "png", errorCorrectionLevel: "M", margin: 4, scale: 6 }));
         console.log(await QRCode.toString(config, { type: "terminal", small: true, errorCorrectionLevel: "M" }));
         const secret = !/PrivateKey = </.test(config);
         console.log(`${confFile} and ${pngFile} written (mode 0600).${secret ? " They hold the client's private key: import them, then delete them." : " Put the device's own private key where the placeholder is."}`);
