@@ -1,7 +1,7 @@
 // Pure renderers for a laptop client: the VM role (tunnel, SNAT, kill switch) and the laptop
 // role. The laptop script is one body of shared logic plus a small platform driver (Linux or
 // macOS): only the driver's functions differ, so the Linux lab exercises the shared logic.
-import { renderPolicyRoutingFunctions, renderRoleFunctions } from "./roleScript";
+import { renderPolicyRoutingFunctions, renderRoleFunctions, renderStatusCheck } from "./roleScript";
 import { assignments, deliverAndRun, runIfPresent, shq } from "./shell";
 
 export const VM_DIR = "/etc/wgexit/laptop-vm";
@@ -509,13 +509,7 @@ down() {
 	firewall_off
 }
 
-STATUS_BAD=0
-check() {
-	local what=$1
-	shift
-	if "$@" >/dev/null 2>&1; then echo "check $what ok"; else echo "check $what FAIL"; STATUS_BAD=1; fi
-}
-
+${renderStatusCheck()}
 routes_via_vm() { route_present 4 0.0.0.0/1 && route_present 4 128.0.0.0/1; }
 endpoint_routed() { [ -e "$STATE_DIR/endpoint" ] && route_present 4 "$(cat "$STATE_DIR/endpoint")/32"; }
 

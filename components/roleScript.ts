@@ -131,23 +131,7 @@ drop_table() {
 	rm -f "$ROLE_DIR/applied.nft"
 }
 
-# --- status: lines the status command reads ------------------------------------------
-#   check <what> ok|FAIL [detail]
-#   peer <name> handshake=<seconds ago|never> rx=<bytes> tx=<bytes>
-STATUS_BAD=0
-
-# check WHAT COMMAND...: runs COMMAND quietly and reports whether it succeeded.
-check() {
-	local what=$1
-	shift
-	if "$@" >/dev/null 2>&1; then
-		echo "check $what ok"
-	else
-		echo "check $what FAIL"
-		STATUS_BAD=1
-	fi
-}
-
+${renderStatusCheck()}
 # One line per WireGuard peer of WG_IF; names come from the "# name" line above each
 # [Peer] in the given file.
 peer_status() {
@@ -240,6 +224,30 @@ drop_policy_routing() {
 		while ip "-$f" route del unreachable default table "$ROUTE_TABLE" 2>/dev/null; do :; done
 		ip "-$f" route flush table "$ROUTE_TABLE" 2>/dev/null || true
 	done
+}
+`;
+}
+
+/**
+ * The status lines every role prints for `npm run status` (ops/status.ts reads them):
+ *   check <what> ok|FAIL
+ *   peer <name> handshake=<seconds ago|never> rx=<bytes> tx=<bytes>   (roles with a tunnel)
+ * Bash 3.2 compatible: the macOS laptop script uses it too.
+ */
+export function renderStatusCheck(): string {
+    return `# --- status: lines the status command reads ------------------------------------------
+STATUS_BAD=0
+
+# check WHAT COMMAND...: runs COMMAND quietly and reports whether it succeeded.
+check() {
+	local what=$1
+	shift
+	if "$@" >/dev/null 2>&1; then
+		echo "check $what ok"
+	else
+		echo "check $what FAIL"
+		STATUS_BAD=1
+	fi
 }
 `;
 }

@@ -301,6 +301,16 @@ async function roamingClientCheck(lab: Lab, group: string, outputs: StackOutputs
     }
 }
 
+/** What a status report says about peers (its "peer" lines), for the matrix. */
+export function statusPeerLines(report: RunResult): string[] {
+    return report.stdout.split("\n").filter((l) => / {2}peer \S+ +(ok|idle|FAIL) /.test(l));
+}
+
+/** A status report's exit code and its problem lines, for the matrix. */
+export function statusProblems(report: RunResult): string {
+    return `exit ${report.code}: ${report.stdout.split("\n").filter((l) => /FAIL|problem/.test(l)).join("; ")} ${report.stderr}`.trim();
+}
+
 export function diffLines(a: string, b: string): string {
     const as = new Set(a.split("\n"));
     const bs = new Set(b.split("\n"));

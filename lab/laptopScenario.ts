@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { inNs, waitFor } from "./exec";
-import { type Check, diffLines, Lab, labStackFile, type StackOutputs } from "./lab";
+import { type Check, diffLines, Lab, labStackFile, type StackOutputs, statusPeerLines, statusProblems } from "./lab";
 import { LAB } from "./world";
 
 const LAPTOP_SCRIPT = "/etc/wgexit/laptop/laptop.sh";
@@ -123,13 +123,13 @@ export async function laptopScenario(lab: Lab): Promise<void> {
     // `npm run status` from the operator: every host of the stack, then the fault.
     const stackFile = lab.writeStackFile(overrides, "Pulumi.lab-laptop.yaml");
     const healthy = await lab.status(stackFile);
-    const peerLines = healthy.stdout.split("\n").filter((l) => / {2}peer \S+ +(ok|idle|FAIL) /.test(l));
-    lab.record(group, "status: healthy, with the handshake's age", healthy.code === 0 && peerLines.length === 3 && peerLines.every((l) => /handshake \d+ s ago/.test(l) || /not judged/.test(l)), healthy.code === 0 ? peerLines.join("; ") : `exit ${healthy.code}: ${healthy.stdout.split("\n").filter((l) => /FAIL|problem/.test(l)).join("; ")} ${healthy.stderr}`);
+    const peerLines = statusPeerLines(healthy);
+    lab.record(group, "status: healthy, with the handshake's age", healthy.code === 0 && peerLines.length === 3 && peerLines.every((l) => /handshake \d+ s ago/.test(l) || /not judged/.test(l)), healthy.code === 0 ? peerLines.join("; ") : statusProblems(healthy));
 
     // Kill switch: the VM's tunnel deleted.
     await w.hostExec("lvm", `ip link del ${VM_WG}`);
     const faulty = await lab.status(stackFile);
-    lab.record(group, "status reports the missing tunnel and exits non-zero", faulty.code === 1 && /laptop laptop \(VM\)\s+tunnel wgexit1\s+FAIL/.test(faulty.stdout), `exit ${faulty.code}: ${faulty.stdout.split("\n").filter((l) => /FAIL|problem/.test(l)).join("; ")}`);
+    lab.record(group, "status reports the missing tunnel and exits non-zero", faulty.code === 1 && /laptop laptop \(VM\)\s+tunnel wgexit1\s+FAIL/.test(faulty.stdout), statusProblems(faulty));
     await leakCheck(lab, group, "VM tunnel deleted");
     // The same check must fail when the kill switches are broken: the laptop's firewall and
     // routes gone, so it falls back to its Wi-Fi.

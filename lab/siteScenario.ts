@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { inNs, waitFor } from "./exec";
 import { buildGuestBootFiles, guestKernelMissingReason, namespaceGuestV6, startNamespaceGuest, stopNamespaceGuest } from "./guests";
-import { type Check, diffLines, Lab, type StackOutputs } from "./lab";
+import { type Check, diffLines, Lab, type StackOutputs, statusPeerLines, statusProblems } from "./lab";
 import { LAB, PYTHON, type Role } from "./world";
 
 const SITE_TABLE_CMD = "/etc/wgexit/site/site.sh";
@@ -207,12 +207,12 @@ EOF`);
         // `npm run status` from the operator: healthy, then the fault once the host's tunnel goes.
         const stackFile = lab.writeStackFile({}, "Pulumi.lab-site.yaml");
         const healthy = await lab.status(stackFile);
-        lab.record(group, "status: healthy, with each peer's handshake age and bytes", healthy.code === 0 && /peer home\s+ok\s+handshake \d+ s ago, rx/.test(healthy.stdout) && /\nhealthy$/.test(healthy.stdout.trim()), healthy.code === 0 ? healthy.stdout.split("\n").filter((l) => / {2}peer \S+ +(ok|idle|FAIL) /.test(l)).join("; ") : `exit ${healthy.code}: ${healthy.stdout.split("\n").filter((l) => /FAIL|problem/.test(l)).join("; ")} ${healthy.stderr}`);
+        lab.record(group, "status: healthy, with each peer's handshake age and bytes", healthy.code === 0 && /peer home\s+ok\s+handshake \d+ s ago, rx/.test(healthy.stdout) && /\nhealthy$/.test(healthy.stdout.trim()), healthy.code === 0 ? statusPeerLines(healthy).join("; ") : statusProblems(healthy));
 
         // Kill switch: the host's tunnel deleted, then the gateway dead.
         await w.hostExec("kvm", `ip link del ${SITE_WG}`);
         const fault = await lab.status(stackFile);
-        lab.record(group, "status reports the site's missing tunnel and exits non-zero", fault.code === 1 && /site home\s+tunnel wgexit0\s+FAIL/.test(fault.stdout), `exit ${fault.code}: ${fault.stdout.split("\n").filter((l) => /FAIL|problem/.test(l)).join("; ")}`);
+        lab.record(group, "status reports the site's missing tunnel and exits non-zero", fault.code === 1 && /site home\s+tunnel wgexit0\s+FAIL/.test(fault.stdout), statusProblems(fault));
         await leakCheck(lab, group, "site tunnel deleted", resolver);
         await w.hostExec("kvm", `${SITE_TABLE_CMD} up`);
         await w.hostExec("cloud", "ip link del wg0");

@@ -148,8 +148,6 @@ drop_table() {
 }
 
 # --- status: lines the status command reads ------------------------------------------
-#   check <what> ok|FAIL [detail]
-#   peer <name> handshake=<seconds ago|never> rx=<bytes> tx=<bytes>
 STATUS_BAD=0
 
 # check WHAT COMMAND...: runs COMMAND quietly and reports whether it succeeded.

@@ -184,11 +184,19 @@ down() {
 	firewall_off
 }
 
+# --- status: lines the status command reads ------------------------------------------
 STATUS_BAD=0
+
+# check WHAT COMMAND...: runs COMMAND quietly and reports whether it succeeded.
 check() {
 	local what=$1
 	shift
-	if "$@" >/dev/null 2>&1; then echo "check $what ok"; else echo "check $what FAIL"; STATUS_BAD=1; fi
+	if "$@" >/dev/null 2>&1; then
+		echo "check $what ok"
+	else
+		echo "check $what FAIL"
+		STATUS_BAD=1
+	fi
 }
 
 routes_via_vm() { route_present 4 0.0.0.0/1 && route_present 4 128.0.0.0/1; }
