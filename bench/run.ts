@@ -2,12 +2,14 @@
 // One run, on this machine: plan time under mocks as the estate grows (sites × guests), and,
 // as root on Linux, the lab's data plane for our KVM site and for the KVM seed's hand-made
 // configuration in the same world, plus the lab's wall time. Figures are medians and ratios;
-// the benchmark never fails because of timing. --quick is CI's smoke run.
+// the benchmark never fails because of timing. --quick is CI's smoke run. Each section says
+// on stderr when it starts and how long it took.
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { labUnsupportedReason } from "../lab/cli";
 import { Lab } from "../lab/lab";
+import { phase } from "../lab/progress";
 import { baseConfig, runProgram } from "../test/helpers/program";
 import { ours, type PathFigures, seed, type Walls } from "./dataplane";
 
@@ -40,13 +42,15 @@ async function planTimes() {
         const times: number[] = [];
         let resources = 0;
         let commands = 0;
-        for (let r = 0; r < runs; r++) {
-            const start = process.hrtime.bigint();
-            const run = await runProgram({ ...baseConfig("existing"), peers: [{ name: "phone", publicKey: KEY(0) }], sites: estate(sites, guests) });
-            times.push(Number(process.hrtime.bigint() - start) / 1e6);
-            resources = run.registrations.length;
-            commands = run.registrations.filter((x) => x.type === "command:remote:Command").length;
-        }
+        await phase(`plan time for ${sites} sites × ${guests} guests (${runs} run${runs > 1 ? "s" : ""})`, async () => {
+            for (let r = 0; r < runs; r++) {
+                const start = process.hrtime.bigint();
+                const run = await runProgram({ ...baseConfig("existing"), peers: [{ name: "phone", publicKey: KEY(0) }], sites: estate(sites, guests) });
+                times.push(Number(process.hrtime.bigint() - start) / 1e6);
+                resources = run.registrations.length;
+                commands = run.registrations.filter((x) => x.type === "command:remote:Command").length;
+            }
+        }, "bench");
         rows.push({ sites, guestsPerSite: guests, guests: sites * guests, medianMs: Math.round(median(times)), runs, resources, remoteCommands: commands });
     }
     // Growth: what each extra guest costs between consecutive sizes; linear growth keeps it flat.
@@ -63,16 +67,19 @@ async function planTimes() {
 
 async function dataPlane(): Promise<{ skipped: string } | { ours: PathFigures; seed: PathFigures; walls: Walls }> {
     const reason = labUnsupportedReason();
-    if (reason) return { skipped: reason };
-    const lab = await Lab.start();
+    if (reason) {
+        console.error(`[bench] data plane skipped: ${reason}`);
+        return { skipped: reason };
+    }
+    const lab = await phase("data plane: building the lab world", () => Lab.start(), "bench");
     try {
         const opts = quick ? { runs: 1, seconds: 1, pings: 5, pmtuLimit: 10 } : { runs: 3, seconds: 5, pings: 40, pmtuLimit: 30 };
         // The seed first, on a fresh world: nothing learned by earlier flows can help it.
-        const theirs = await seed(lab, opts);
-        const mine = await ours(lab, opts);
+        const theirs = await phase("data plane: the KVM seed's configuration, applied by hand", () => seed(lab, opts), "bench");
+        const mine = await phase("data plane: wgexit's KVM site (apply, measure, re-apply, destroy)", () => ours(lab, opts), "bench");
         return { ours: mine.figures, seed: theirs, walls: mine.walls };
     } finally {
-        await lab.destroy();
+        await phase("data plane: teardown", () => lab.destroy(), "bench");
     }
 }
 

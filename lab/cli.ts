@@ -1,8 +1,10 @@
 // npm run lab [-- --json] [-- --keep] [-- --down] [-- --only=gateway|site|split|laptop]
 // Builds the namespace world, applies the lab stack with the real program, prints the
-// isolation and leak matrix, then destroys everything and proves nothing is left.
+// isolation and leak matrix, then destroys everything and proves nothing is left. Each phase
+// (world, scenario, teardown) says on stderr when it starts and how long it took.
 import { formatMatrix, gatewayScenario, Lab } from "./lab";
 import { laptopScenario } from "./laptopScenario";
+import { phase } from "./progress";
 import { siteScenario } from "./siteScenario";
 import { splitScenario } from "./splitScenario";
 import { LabWorld } from "./world";
@@ -18,7 +20,7 @@ export function labUnsupportedReason(): string | undefined {
 async function down(): Promise<number> {
     let problems = 0;
     for (const manifest of LabWorld.findLeftovers()) {
-        const left = await LabWorld.load(manifest).destroy();
+        const left = await phase(`removing the lab world ${manifest}`, () => LabWorld.load(manifest).destroy());
         for (const p of left) console.error(`  ${p}`);
         problems += left.length;
         console.log(`removed lab world ${manifest}`);
@@ -40,7 +42,7 @@ async function main(): Promise<number> {
     }
     if (args.has("--down")) return down();
     const json = args.has("--json");
-    const lab = await Lab.start();
+    const lab = await phase("building the lab world (network namespaces as internet, cloud, home, hosts)", () => Lab.start());
     let interrupted = false;
     const onSignal = () => {
         interrupted = true;
@@ -51,12 +53,12 @@ async function main(): Promise<number> {
     process.on("SIGTERM", onSignal);
     try {
         if (only === undefined || only === "gateway") {
-            await gatewayScenario(lab, "existing");
-            await gatewayScenario(lab, "oci");
+            await phase("scenario gateway/existing: the gateway on an existing host", () => gatewayScenario(lab, "existing"));
+            await phase("scenario gateway/oci: the gateway on Oracle Cloud (mocked API, real cloud-init)", () => gatewayScenario(lab, "oci"));
         }
-        if (only === undefined || only === "site") await siteScenario(lab);
-        if (only === undefined || only === "split") await splitScenario(lab);
-        if (only === undefined || only === "laptop") await laptopScenario(lab);
+        if (only === undefined || only === "site") await phase("scenario site/kvm: a KVM site with a QEMU guest", () => siteScenario(lab));
+        if (only === undefined || only === "split") await phase("scenario stacks/split: a gateway stack and a site stack", () => splitScenario(lab));
+        if (only === undefined || only === "laptop") await phase("scenario laptop/linux: a laptop through its local VM", () => laptopScenario(lab));
     } catch (e) {
         lab.record("lab", "scenarios ran to the end", false, (e as Error).message);
         console.error((e as Error).message);
@@ -81,7 +83,7 @@ async function main(): Promise<number> {
         console.log(`Remove it with: sudo npm run lab -- --down`);
         return lab.checks.some((c) => !c.pass) ? 1 : 0;
     }
-    const left = await lab.destroy();
+    const left = await phase("teardown (and the check that nothing is left)", () => lab.destroy());
     lab.record("lab", "teardown leaves no namespace, link, process or file", left.length === 0, left.join("; ") || "clean");
     const failed = lab.checks.filter((c) => !c.pass).length;
     console.log(json ? JSON.stringify({ checks: lab.checks, passed: lab.checks.length - failed, failed }, null, 2) : formatMatrix(lab.checks));
