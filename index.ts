@@ -7,6 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { CloudGateway } from "./components/cloudGateway";
 import { gatewayPeerFor } from "./components/cloudGateway.render";
 import { allocateRemotePeers, ConfigError, loadStackConfig, type StackConfig } from "./components/config";
+import type { SshCredentials } from "./components/connection";
 import { KvmSite } from "./components/kvmSite";
 import { LaptopClient } from "./components/laptopClient";
 import { RoamingClient } from "./components/roamingClient";
@@ -25,7 +26,7 @@ interface GatewayView {
 }
 
 /** The KVM sites and laptops of this stack, joined to the gateway where it knows them. */
-function sitesAndLaptops(config: StackConfig, gateway: GatewayView, sshPrivateKey: pulumi.Output<string>) {
+function sitesAndLaptops(config: StackConfig, gateway: GatewayView, ssh: SshCredentials) {
     const tunnelOf = (name: string) => {
         const a = gateway.addresses[name];
         return a && { ...a, mtu: gateway.tunnelMtu };
@@ -36,7 +37,7 @@ function sitesAndLaptops(config: StackConfig, gateway: GatewayView, sshPrivateKe
             site,
             tunnel: a && { ...a, gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint } },
             portForwards: config.portForwards.filter((f) => f.site === site.name),
-            sshPrivateKey,
+            ssh,
         });
         return { name: site.name, kvm, hostIndex: site.hostIndex };
     });
@@ -45,7 +46,7 @@ function sitesAndLaptops(config: StackConfig, gateway: GatewayView, sshPrivateKe
         const client = new LaptopClient(`laptop-${laptop.name}`, {
             laptop,
             tunnel: a && { ...a, gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint, publicAddress: gateway.publicAddress, listenPort: gateway.listenPort } },
-            sshPrivateKey,
+            ssh,
         });
         return { name: laptop.name, client, hostIndex: laptop.hostIndex };
     });
@@ -71,7 +72,7 @@ function sitesAndLaptops(config: StackConfig, gateway: GatewayView, sshPrivateKe
 }
 
 /** This stack runs the gateway, with its own sites, laptops and clients and those of its peer stacks. */
-async function gatewayStack(config: StackConfig, sshPrivateKey: pulumi.Output<string>): Promise<Outputs> {
+async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<Outputs> {
     const remote = allocateRemotePeers(config, await readPeerStacks(config.peerStacks));
 
     // The gateway needs each host's and client's public key and they need the gateway's: the
@@ -82,7 +83,7 @@ async function gatewayStack(config: StackConfig, sshPrivateKey: pulumi.Output<st
     const [gatewayAddress, resolveGatewayAddress] = pulumi.deferredOutput<string>();
     const addresses = Object.fromEntries(config.tunnelPeers.map((p) => [p.name, { addressV4: p.addressV4, addressV6: p.addressV6 }]));
     const view = { publicKey: gatewayKey, endpoint: gatewayEndpoint, publicAddress: gatewayAddress, listenPort: config.gateway.listenPort, tunnelMtu: config.gateway.tunnelMtu, addresses };
-    const local = sitesAndLaptops(config, view, sshPrivateKey);
+    const local = sitesAndLaptops(config, view, ssh);
     const clients = config.peers.map((peer) => {
         const a = addresses[peer.name];
         const client = new RoamingClient(`peer-${peer.name}`, { publicKey: peer.publicKey, ...a, dns: peer.dns, mtu: config.gateway.tunnelMtu, gateway: { publicKey: gatewayKey, endpoint: gatewayEndpoint } });
@@ -104,7 +105,7 @@ async function gatewayStack(config: StackConfig, sshPrivateKey: pulumi.Output<st
         ovh: config.ovh,
         sshUser: config.sshUser,
         sshPublicKey: config.sshPublicKey,
-        sshPrivateKey,
+        ssh,
         peers: everyone.map((p) => ({ ...gatewayPeerFor(p, everyone), publicKey: keys.get(p.name) as pulumi.Input<string> })),
         portForwards: [...config.portForwards, ...remote.flatMap((r) => r.portForwards)],
     });
@@ -133,9 +134,9 @@ async function gatewayStack(config: StackConfig, sshPrivateKey: pulumi.Output<st
 }
 
 /** This stack's sites and laptops join the gateway of another stack. */
-async function joinRemoteGateway(config: StackConfig, stack: string, sshPrivateKey: pulumi.Output<string>): Promise<Outputs> {
+async function joinRemoteGateway(config: StackConfig, stack: string, ssh: SshCredentials): Promise<Outputs> {
     const facts: GatewayFacts = await readGatewayStack(stack);
-    const local = sitesAndLaptops(config, { ...facts, addresses: facts.peerAddresses }, sshPrivateKey);
+    const local = sitesAndLaptops(config, { ...facts, addresses: facts.peerAddresses }, ssh);
     const waiting = local.outputs.waitingForGateway as string[];
     if (waiting.length) {
         pulumi.log.warn(`${waiting.join(", ")} made ${waiting.length > 1 ? "their keys" : "its key"} but ${stack} does not list ${waiting.length > 1 ? "them" : "it"} yet: add this stack (<org>/${pulumi.getProject()}/${pulumi.getStack()}) to peerStacks there, run \`pulumi up\` there, then here again.`);
@@ -145,9 +146,13 @@ async function joinRemoteGateway(config: StackConfig, stack: string, sshPrivateK
 
 export = async (): Promise<Outputs> => {
     const config = loadStackConfig();
-    const sshPrivateKey = new pulumi.Config().requireSecret("sshPrivateKey");
+    const secrets = new pulumi.Config();
+    const ssh: SshCredentials = {
+        privateKey: secrets.requireSecret("sshPrivateKey"),
+        privateKeyPassword: config.hasSshPrivateKeyPassword ? secrets.requireSecret("sshPrivateKeyPassword") : undefined,
+    };
     try {
-        return config.gatewayStack ? await joinRemoteGateway(config, config.gatewayStack, sshPrivateKey) : await gatewayStack(config, sshPrivateKey);
+        return config.gatewayStack ? await joinRemoteGateway(config, config.gatewayStack, ssh) : await gatewayStack(config, ssh);
     } catch (e) {
         if (e instanceof ConfigError) throw new pulumi.RunError(e.message);
         throw e;

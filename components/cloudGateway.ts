@@ -16,7 +16,7 @@ import {
     renderGatewayReadyCommand,
     renderGatewayRemoveCommand,
 } from "./cloudGateway.render";
-import { type HostConnection, hostStep } from "./connection";
+import { type HostConnection, hostStep, type SshCredentials } from "./connection";
 import { parseCidr } from "./net";
 
 /** A peer as the gateway sees it; its key usually comes from another component's output. */
@@ -34,7 +34,7 @@ export interface CloudGatewayArgs {
     sshUser: string;
     /** Installed on new instances. */
     sshPublicKey?: string;
-    sshPrivateKey: pulumi.Input<string>;
+    ssh: SshCredentials;
     peers: GatewayPeerInput[];
     /** Public ports sent through the tunnel to site guests; applied with the peers. */
     portForwards: PortForward[];
@@ -59,7 +59,7 @@ export class CloudGateway extends pulumi.ComponentResource {
         let instance: pulumi.Resource | undefined;
         if (args.placement === "existing") {
             const e = args.existing as ConnectionConfig;
-            connection = { host: e.host, port: e.port, user: e.user, privateKey: args.sshPrivateKey, hostKey: e.hostKey };
+            connection = { host: e.host, port: e.port, user: e.user, credentials: args.ssh, hostKey: e.hostKey, namedByUser: true };
         } else {
             const userData = renderGatewayCloudInit(settings, args.sshPublicKey as string);
             const made =
@@ -67,14 +67,14 @@ export class CloudGateway extends pulumi.ComponentResource {
                     ? this.ociInstance(name, args.oci as OciConfig, settings, args.sshPublicKey as string, userData, args.portForwards)
                     : this.ovhInstance(name, args.ovh as OvhConfig, args.sshPublicKey as string, userData);
             instance = made.instance;
-            connection = { host: made.host, port: 22, user: args.sshUser, privateKey: args.sshPrivateKey, waitForBoot: true };
+            connection = { host: made.host, port: 22, user: args.sshUser, credentials: args.ssh, namedByUser: false };
         }
         this.connection = connection;
 
         const dependsOn = instance ? [instance] : [];
         // Cloud instances: wait for cloud-init's first run before converging over SSH.
         const ready = instance
-            ? hostStep(`${name}-cloud-init`, { connection, create: renderGatewayReadyCommand() }, { parent: this, dependsOn })
+            ? hostStep(`${name}-cloud-init`, { connection, create: renderGatewayReadyCommand(), waitForBoot: true }, { parent: this, dependsOn })
             : undefined;
 
         // The same install runs on every placement; on a cloud instance it is a no-op the
@@ -204,8 +204,10 @@ export class CloudGateway extends pulumi.ComponentResource {
                 metadata: { ssh_authorized_keys: sshPublicKey, user_data: Buffer.from(userData).toString("base64") },
                 instanceOptions: { areLegacyImdsEndpointsDisabled: true },
             },
-            // Later setting changes are converged over SSH instead of replacing the instance.
-            { parent: this, ignoreChanges: ["metadata"] },
+            // Later setting changes are converged over SSH instead of replacing the instance. The
+            // image is the newest at creation and then pinned: @pulumi/oci marks sourceId updatable,
+            // which rebuilds the boot volume (a new key, no peers) when Oracle publishes an image.
+            { parent: this, ignoreChanges: ["metadata", "sourceDetails.sourceId"] },
         );
         return { instance, host: instance.publicIp };
     }
@@ -239,7 +241,9 @@ export class CloudGateway extends pulumi.ComponentResource {
                 sshKeyCreate: { name: `${name}-admin`, publicKey: sshPublicKey },
                 userData,
             },
-            { parent: this, ignoreChanges: ["userData"] },
+            // bootFrom is ForceNew: an image looked up anew must never replace the instance (a new
+            // address and key for every client). The image is the one found at creation.
+            { parent: this, ignoreChanges: ["userData", "bootFrom"] },
         );
         const host = instance.addresses.apply((addresses) => {
             const v4 = addresses.find((a) => a.version === 4);

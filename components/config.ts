@@ -4,6 +4,7 @@
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { isDeepStrictEqual } from "node:util";
 import * as pulumi from "@pulumi/pulumi";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
@@ -86,10 +87,46 @@ const wgPublicKey = text("a 44-character base64 key from `wg pubkey`").superRefi
     }
 });
 
+/** The key types Go's ssh.ParseAuthorizedKey (what @pulumi/command reads hostKey with) knows. */
+const SSH_KEY_TYPES = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com"];
+
+/** True when `line` is one authorized_keys line: type, base64 blob that names the same type, optional comment. */
+export function isAuthorizedKeyLine(line: string): boolean {
+    const m = /^(\S+) ([A-Za-z0-9+/]+={0,2})( [^\n]*)?$/.exec(line.trim());
+    if (!m || !SSH_KEY_TYPES.includes(m[1])) return false;
+    const blob = Buffer.from(m[2], "base64");
+    if (blob.length < 4) return false;
+    const length = blob.readUInt32BE(0);
+    return blob.subarray(4, 4 + length).toString("latin1") === m[1];
+}
+
 const sshPublicKey = () =>
-    text('"ssh-ed25519 AAAA... you@laptop"').regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n]*)?$/, {
+    text('"ssh-ed25519 AAAA... you@laptop"').refine(isAuthorizedKeyLine, {
         error: 'is not an OpenSSH public key; paste one line of ~/.ssh/id_ed25519.pub, for example "ssh-ed25519 AAAAC3Nza... you@laptop"',
     });
+
+// @pulumi/command pins a host key with ssh.ParseAuthorizedKey (pulumi-command v1.2.1
+// provider/pkg/provider/remote/connection.go:89): a fingerprint or a known_hosts line fails every step.
+const hostKey = text('"ssh-ed25519 AAAAC3Nza..."').refine(isAuthorizedKeyLine, {
+    error: "is not a public host key in authorized_keys form (a SHA256: fingerprint or a known_hosts line will not do); on the host run `cat /etc/ssh/ssh_host_ed25519_key.pub`, or from here `ssh-keyscan -t ed25519 HOST | cut -d' ' -f2-`",
+});
+
+/**
+ * Whether a private key needs a passphrase: OpenSSH keys name their cipher right after the
+ * "openssh-key-v1" magic (OpenSSH PROTOCOL.key), PEM keys say ENCRYPTED. @pulumi/command
+ * parses the key with ssh.ParsePrivateKey unless privateKeyPassword is given, and that fails
+ * on an encrypted key (pulumi-command v1.2.1 provider/pkg/provider/remote/connection.go:109-112).
+ */
+export function privateKeyIsEncrypted(pem: string): boolean {
+    if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(pem)) return true;
+    const body = /-----BEGIN OPENSSH PRIVATE KEY-----([\s\S]*?)-----END OPENSSH PRIVATE KEY-----/.exec(pem);
+    if (!body) return false;
+    const bytes = Buffer.from(body[1].replace(/\s+/g, ""), "base64");
+    const magic = "openssh-key-v1\0";
+    if (bytes.subarray(0, magic.length).toString("latin1") !== magic || bytes.length < magic.length + 4) return false;
+    const length = bytes.readUInt32BE(magic.length);
+    return bytes.subarray(magic.length + 4, magic.length + 4 + length).toString("latin1") !== "none";
+}
 
 const connection = z
     .object(
@@ -97,7 +134,7 @@ const connection = z
             host: hostName('"198.51.100.10" or "gw.example.org"'),
             port: port(22).default(22),
             user: userName.default("root"),
-            hostKey: text('"ssh-ed25519 AAAA..."').optional(),
+            hostKey: hostKey.optional(),
         },
         { error: 'must be an object, for example {host: "198.51.100.10", user: "root"}' },
     )
@@ -295,6 +332,7 @@ const KEY_SCHEMAS = {
     sshPrivateKey: text('"-----BEGIN OPENSSH PRIVATE KEY-----..."').regex(/-----BEGIN [A-Z ]*PRIVATE KEY-----/, {
         error: "is not a PEM/OpenSSH private key; set it with `pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`",
     }),
+    sshPrivateKeyPassword: text('"the passphrase"'),
     existing: existingSchema,
     oci: ociSchema,
     ovh: ovhSchema,
@@ -309,6 +347,12 @@ const KEY_SCHEMAS = {
 
 export type ConfigKey = keyof typeof KEY_SCHEMAS;
 export const CONFIG_KEYS = Object.keys(KEY_SCHEMAS) as ConfigKey[];
+
+/** Keys whose value must be stored encrypted (`pulumi config set --secret`). */
+export const SECRET_KEYS: readonly ConfigKey[] = ["sshPrivateKey", "sshPrivateKeyPassword"];
+
+/** Keys of the stack that runs the gateway; a site or laptop stack (gatewayStack) must leave them at their defaults. */
+const GATEWAY_KEYS: readonly ConfigKey[] = ["placement", "existing", "oci", "ovh", "adminCidrs", "allowWorldSsh", "sshPublicKey", "peers", "peerStacks", "wgInterface", "listenPort", "tunnelCidr", "tunnelCidrV6", "tunnelMtu"];
 
 export type SiteConfig = z.output<typeof siteSchema>;
 export type NetworkConfig = z.output<typeof networkSchema>;
@@ -348,6 +392,7 @@ export interface StackConfig {
     sshUser: string;
     sshPublicKey?: string;
     hasSshPrivateKey: boolean;
+    hasSshPrivateKeyPassword: boolean;
     existing?: ConnectionConfig;
     oci?: OciConfig;
     ovh?: OvhConfig;
@@ -426,6 +471,16 @@ export function projectDeclarations(projectFile = path.join(__dirname, "..", "Pu
     return project.config ?? {};
 }
 
+function isEmpty(value: unknown): boolean {
+    return value === "" || (Array.isArray(value) && value.length === 0) || (typeof value === "object" && value !== null && Object.keys(value).length === 0);
+}
+
+/** The stack sets `key` to something other than its declared default (the CLI adds the defaults of unset keys). */
+function isSet(raw: Record<string, string>, key: ConfigKey, declarations: Record<string, Declaration>): boolean {
+    const rawValue = raw[`${PROJECT}:${key}`];
+    return rawValue !== undefined && !isDeepStrictEqual(decode(rawValue, declarations[key]), declarations[key]?.default);
+}
+
 /** Turns Pulumi's raw config strings into typed values, as the CLI would for typed keys. */
 function decode(raw: string, decl: Declaration | undefined): unknown {
     if (!decl || decl.type === "string") return raw;
@@ -451,11 +506,11 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
     const problems: ConfigProblem[] = [];
     const values: Record<string, unknown> = {};
 
-    // A key declared secret must be stored encrypted: in plain text it would sit in the stack file and in state.
-    for (const [key, d] of Object.entries(declarations)) {
+    // A secret must be stored encrypted: in plain text it would sit in the stack file and in state.
+    for (const key of SECRET_KEYS) {
         const fullKey = `${PROJECT}:${key}`;
-        if (d.secret && raw[fullKey] !== undefined && isSecret && !isSecret(fullKey)) {
-            problems.push({ key: fullKey, message: `is stored in plain text; remove it (pulumi config rm ${key}) and set it again with \`pulumi config set --secret ${key} < ~/.ssh/id_ed25519\`` });
+        if (isSet(raw, key, declarations) && isSecret && !isSecret(fullKey)) {
+            problems.push({ key: fullKey, message: `is stored in plain text; remove it (pulumi config rm ${key}) and set it again with \`pulumi config set --secret ${key}\`` });
         }
     }
 
@@ -471,7 +526,8 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         const decl = declarations[key];
         const rawValue = raw[`${PROJECT}:${key}`];
         const value = rawValue === undefined ? decl?.default : decode(rawValue, decl);
-        if (value === undefined) continue;
+        // An empty default ("", [] or {}) means "not set", whether the CLI injected it or not.
+        if (value === undefined || (isEmpty(decl?.default) && isDeepStrictEqual(value, decl?.default))) continue;
         const result = KEY_SCHEMAS[key].safeParse(value);
         if (result.success) {
             values[key] = result.data;
@@ -493,12 +549,16 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
     };
 
     requireKey("sshPrivateKey", "so the program can reach the hosts", "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`");
+    if (v.sshPrivateKey && privateKeyIsEncrypted(v.sshPrivateKey) && !v.sshPrivateKeyPassword) {
+        problems.push({ key: `${PROJECT}:sshPrivateKeyPassword`, message: "is required: sshPrivateKey is protected by a passphrase; set it with `pulumi config set --secret sshPrivateKeyPassword` (or use a key without one)" });
+    }
     // A stack that uses another stack's gateway has none of its own: gateway keys belong there.
-    // (Judged by the key's presence, so a malformed gatewayStack is reported as that alone.)
-    const usesRemoteGateway = raw[`${PROJECT}:gatewayStack`] !== undefined;
+    // (Judged by the key being set, so a malformed gatewayStack is reported as that alone.) The CLI
+    // hands the program every declared default, so a gateway key "is set" when it differs from its default.
+    const usesRemoteGateway = isSet(raw, "gatewayStack", declarations);
     if (usesRemoteGateway) {
-        for (const key of ["placement", "existing", "oci", "ovh", "adminCidrs", "allowWorldSsh", "sshPublicKey", "peers", "peerStacks", "wgInterface", "listenPort", "tunnelCidr", "tunnelCidrV6", "tunnelMtu"] as ConfigKey[]) {
-            if (raw[`${PROJECT}:${key}`] !== undefined) problems.push({ key: `${PROJECT}:${key}`, message: `belongs in the gateway stack (${raw[`${PROJECT}:gatewayStack`]}); remove it here (pulumi config rm ${key})` });
+        for (const key of GATEWAY_KEYS) {
+            if (isSet(raw, key, declarations)) problems.push({ key: `${PROJECT}:${key}`, message: `belongs in the gateway stack (${raw[`${PROJECT}:gatewayStack`]}); remove it here (pulumi config rm ${key})` });
         }
         if (!(v.sites ?? []).length && !(v.laptops ?? []).length) problems.push({ key: `${PROJECT}:gatewayStack`, message: "this stack has no sites or laptops to join that gateway; add one, or remove gatewayStack" });
     } else {
@@ -571,6 +631,7 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         sshUser: v.sshUser as string,
         sshPublicKey: v.sshPublicKey,
         hasSshPrivateKey: v.sshPrivateKey !== undefined,
+        hasSshPrivateKeyPassword: v.sshPrivateKeyPassword !== undefined,
         existing: placement === "existing" ? v.existing : undefined,
         oci: placement === "oci" ? v.oci : undefined,
         ovh: placement === "ovh" ? v.ovh : undefined,

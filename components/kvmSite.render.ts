@@ -324,6 +324,14 @@ remove_pool() {
 }
 
 # The base image is fetched or copied once into the pool; guests get copy-on-write overlays.
+# The engine runs independent steps at once (as Pulumi does), so guests of one site take turns
+# on what they share: the pool, and each base image (one downloads it, the others wait).
+lock() {
+	exec {LOCK_FD}>"$ROLE_DIR/$1.lock"
+	flock "$LOCK_FD"
+}
+unlock() { exec {LOCK_FD}>&-; }
+
 ensure_base() {
 	local source=$1 base=$2
 	[ -s "$base" ] && return 0
@@ -370,12 +378,16 @@ guest_up() {
 	local IMAGE NETWORK MAC ADDRESS DISK_GB BASE
 	# shellcheck source=/dev/null
 	. "$dir/guest.env"
+	lock pool
 	ensure_pool
+	unlock
 	local base="$POOL_DIR/base-$BASE" disk="$POOL_DIR/$name.qcow2" seed="$POOL_DIR/$name-seed.iso"
+	lock "base-$BASE"
 	ensure_base "$IMAGE" "$base"
 	if [ ! -e "$disk" ]; then
 		qemu-img create -q -f qcow2 -F "$(image_format "$base")" -b "$base" "$disk" "\${DISK_GB}G"
 	fi
+	unlock
 	if [ ! -e "$seed" ] || ! cmp -s "$dir/user-data" "$dir/seed.user-data" || ! cmp -s "$dir/meta-data" "$dir/seed.meta-data"; then
 		build_seed "$dir" "$seed"
 		cp -f "$dir/user-data" "$dir/seed.user-data"
@@ -406,10 +418,12 @@ guest_remove() {
 		fi
 		clear_lease "$NETWORK" "$MAC"
 	fi
+	lock "base-$BASE"
 	rm -f "$POOL_DIR/$name.qcow2" "$POOL_DIR/$name-seed.iso" "/var/log/libvirt/qemu/$name-console.log"
 	rm -rf "$dir"
 	# The base goes with the last guest that uses it.
 	if ! grep -qs "^BASE='$BASE'\\$" "$ROLE_DIR"/guests/*/guest.env; then rm -f "$POOL_DIR/base-$BASE"; fi
+	unlock
 	if command -v virsh >/dev/null 2>&1 && virsh -q pool-info "$POOL_NAME" >/dev/null 2>&1; then virsh -q pool-refresh "$POOL_NAME" >/dev/null; fi
 }
 

@@ -4,7 +4,7 @@
 // guests (GuestVm) defined from generated XML. Renderers live in kvmSite.render.ts.
 import * as pulumi from "@pulumi/pulumi";
 import type { PortForward, ResolvedSite } from "./config";
-import { type HostConnection, hostStep } from "./connection";
+import { type HostConnection, hostStep, type SshCredentials } from "./connection";
 import { GuestVm } from "./guestVm";
 import {
     renderNetworkRemoveCommand,
@@ -32,7 +32,7 @@ export interface KvmSiteArgs {
     };
     /** Ports the gateway forwards to this site's guests: the site's firewall lets them in. */
     portForwards: PortForward[];
-    sshPrivateKey: pulumi.Input<string>;
+    ssh: SshCredentials;
 }
 
 export class KvmSite extends pulumi.ComponentResource {
@@ -50,7 +50,7 @@ export class KvmSite extends pulumi.ComponentResource {
         super("wgexit:index:KvmSite", name, {}, opts);
         const site = args.site;
         const c = site.connection;
-        this.connection = { host: c.host, port: c.port, user: c.user, privateKey: args.sshPrivateKey, hostKey: c.hostKey };
+        this.connection = { host: c.host, port: c.port, user: c.user, credentials: args.ssh, hostKey: c.hostKey, namedByUser: true };
         // The key first: it needs nothing from the gateway, and the gateway needs it.
         const key = hostStep(`${name}-key`, { connection: this.connection, create: renderHostKeyCommand(SITE_DIR), delete: renderHostKeyRemoveCommand(SITE_DIR) }, { parent: this });
         this.publicKey = key.stdout.apply((out) => out.trim().split("\n").pop()?.trim() ?? "");

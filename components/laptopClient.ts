@@ -5,7 +5,7 @@
 // laptopClient.render.ts.
 import * as pulumi from "@pulumi/pulumi";
 import type { LaptopConfig } from "./config";
-import { type HostConnection, hostStep } from "./connection";
+import { type HostConnection, hostStep, type SshCredentials } from "./connection";
 import {
     type LaptopSettings,
     type LaptopVmSettings,
@@ -30,7 +30,7 @@ export interface LaptopClientArgs {
         mtu: number;
         gateway: { publicKey: pulumi.Input<string>; endpoint: pulumi.Input<string>; publicAddress: pulumi.Input<string>; listenPort: number };
     };
-    sshPrivateKey: pulumi.Input<string>;
+    ssh: SshCredentials;
 }
 
 export class LaptopClient extends pulumi.ComponentResource {
@@ -42,7 +42,7 @@ export class LaptopClient extends pulumi.ComponentResource {
     constructor(name: string, args: LaptopClientArgs, opts?: pulumi.ComponentResourceOptions) {
         super("wgexit:index:LaptopClient", name, {}, opts);
         const l = args.laptop;
-        const connect = (c: LaptopConfig["vm"]): HostConnection => ({ host: c.host, port: c.port, user: c.user, privateKey: args.sshPrivateKey, hostKey: c.hostKey });
+        const connect = (c: LaptopConfig["vm"]): HostConnection => ({ host: c.host, port: c.port, user: c.user, credentials: args.ssh, hostKey: c.hostKey, namedByUser: true });
         const vmConnection = connect(l.vm);
         // The key first: it needs nothing from the gateway, and the gateway needs it.
         const key = hostStep(`${name}-key`, { connection: vmConnection, create: renderHostKeyCommand(VM_DIR), delete: renderHostKeyRemoveCommand(VM_DIR) }, { parent: this });

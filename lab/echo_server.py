@@ -4,6 +4,8 @@ Usage: echo_server.py [--files=DIR] LOGFILE PORT ADDRESS [ADDRESS ...]
   GET /            -> the client address as seen here
   GET /bytes/N     -> N bytes (for download tests)
   GET /files/NAME  -> the file DIR/NAME (the lab's "internet" download site)
+  GET /slow/NAME   -> the same file, spread over about 3 s (a download still running when
+                      another client asks for the same image)
 Every accepted connection is logged as "<client address>" on its own line, so a test
 can prove that nothing arrived (an empty log) as well as what did.
 """
@@ -13,6 +15,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 
 ARGS = sys.argv[1:]
 FILES = ARGS.pop(0)[len("--files="):] if ARGS and ARGS[0].startswith("--files=") else None
@@ -34,7 +37,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         client = self.client_address[0]
         if client.startswith("::ffff:"):
             client = client[7:]
-        if FILES and self.path.startswith("/files/"):
+        if FILES and (self.path.startswith("/files/") or self.path.startswith("/slow/")):
             name = os.path.basename(self.path)
             try:
                 with open(os.path.join(FILES, name), "rb") as f:
@@ -45,7 +48,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if self.path.startswith("/slow/"):
+                step = len(data) // 10 + 1
+                for i in range(0, len(data), step):
+                    self.wfile.write(data[i : i + step])
+                    self.wfile.flush()
+                    time.sleep(0.3)
+            else:
+                self.wfile.write(data)
             return
         if self.path.startswith("/bytes/"):
             size = int(self.path.split("/")[2])

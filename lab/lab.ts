@@ -5,9 +5,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import type { ApplyJob, ApplyResult } from "./apply";
+import { EXIT_FAILED, type StackOutputsRead } from "./engine";
 import { inNs, type RunResult, run, waitFor } from "./exec";
 import type { GuestBootFiles } from "./guests";
-import { encodeConfig } from "./mocked";
+import { cliConfig, readProject } from "./pulumiCli";
 import { LAB, LabWorld } from "./world";
 
 export interface Check {
@@ -41,9 +42,44 @@ export function labStackFile(): Record<string, unknown> {
     return (parseYaml(fs.readFileSync(path.join(REPO, "Pulumi.lab.yaml"), "utf8")) as { config: Record<string, unknown> }).config;
 }
 
-/** Pulumi.lab.yaml plus overrides, as raw strings, the way Pulumi hands config to a program. */
-export function labStackConfig(overrides: Overrides, file = labStackFile()): Record<string, string> {
-    return { ...encodeConfig(file), ...encodeConfig(overrides, "wgexit:") };
+/** Overrides keyed as a stack file keys them ("wgexit:key"). */
+function prefixed(overrides: Overrides): Record<string, unknown> {
+    return Object.fromEntries(Object.entries(overrides).map(([k, v]) => [`wgexit:${k}`, v]));
+}
+
+export interface ApplyStack {
+    /** Another stack than "lab" (split layout), with its own state. */
+    name?: string;
+    /** Its config instead of Pulumi.lab.yaml's. */
+    config?: Overrides;
+    /** The outputs of the stacks it may reference, by stack name. */
+    stackRefs?: Record<string, StackOutputsRead>;
+    allowFailure?: boolean;
+    /** The clouds have published newer images since the last run. */
+    newerImages?: boolean;
+}
+
+/** The other stacks' view of an applied stack (what a StackReference reads). */
+export function stackRef(r: ApplyResult): StackOutputsRead {
+    return { outputs: r.outputs, secretOutputNames: r.secretOutputs };
+}
+
+/**
+ * Where an update did something its preview did not announce, or registered other resources.
+ * A preview may announce more (an unknown input may turn out unchanged), and a planned replace
+ * may turn out an update.
+ */
+export function previewMismatches(preview: ApplyResult, update: ApplyResult): string[] {
+    const problems: string[] = [];
+    const a = [...preview.registered].sort().join("\n");
+    const b = [...update.registered].sort().join("\n");
+    if (a !== b) problems.push(`registered in preview only: ${preview.registered.filter((k) => !update.registered.includes(k)).join(", ") || "-"}; in the update only: ${update.registered.filter((k) => !preview.registered.includes(k)).join(", ") || "-"}`);
+    const allowed: Record<string, string[]> = { create: ["create"], update: ["update", "replace"], replace: ["replace"], delete: ["delete"] };
+    for (const e of update.executions) {
+        const planned = preview.plan[e.key];
+        if (!planned || !allowed[e.action].includes(planned)) problems.push(`${e.action} ${e.key}: the preview announced ${planned ?? "nothing"}`);
+    }
+    return problems;
 }
 
 export class Lab {
@@ -95,8 +131,7 @@ export class Lab {
     /** The stack file a user would have for this config (the status command reads one). */
     writeStackFile(overrides: Overrides, name: string): string {
         const file = path.join(this.world.root, name);
-        const prefixed = Object.fromEntries(Object.entries({ ...this.baseOverrides(), ...overrides }).map(([k, v]) => [`wgexit:${k}`, v]));
-        fs.writeFileSync(file, stringifyYaml({ config: { ...labStackFile(), ...prefixed } }), { mode: 0o600 });
+        fs.writeFileSync(file, stringifyYaml({ config: { ...labStackFile(), ...prefixed({ ...this.baseOverrides(), ...overrides }) } }), { mode: 0o600 });
         return file;
     }
 
@@ -110,29 +145,57 @@ export class Lab {
     }
 
     /**
-     * One `pulumi up` (or destroy) of the lab stack, in a fresh process. `stack` runs another
-     * stack instead (split layout): its own state, its own config (not Pulumi.lab.yaml), and the
-     * outputs of the stacks it may reference. A failed apply throws unless allowFailure.
+     * One `pulumi up` (or destroy) of the lab stack, as the CLI runs it: the config the CLI would
+     * hand the program (lab/pulumiCli.ts), a preview pass, then the update, each in a fresh
+     * process. The preview must succeed, register the same resources, and announce every step
+     * the update then takes; a failed preview stops there, as `pulumi up` does. `stack` runs
+     * another stack instead (split layout): its own state, its own config (not
+     * Pulumi.lab.yaml), and the outputs of the stacks it may reference. A failure throws unless
+     * allowFailure. `newerImages`: the clouds have published new images since the last run.
      */
-    async apply(overrides: Overrides, destroy = false, stack?: { name: string; config?: Overrides; stackRefs?: Record<string, Record<string, unknown>>; allowFailure?: boolean }): Promise<ApplyResult> {
-        const n = ++this.applyCount;
-        const stackFile = labStackFile();
-        const job: ApplyJob = {
-            stack: stack?.name ?? "lab",
-            config: stack?.config ? encodeConfig(stack.config, "wgexit:") : labStackConfig({ ...this.baseOverrides(stackFile), ...overrides }, stackFile),
-            secretKeys: ["wgexit:sshPrivateKey"],
-            stateFile: stack ? path.join(this.world.root, `state-${stack.name}.json`) : this.stateFile,
-            stackRefs: stack?.stackRefs ?? {},
-            resultFile: path.join(this.world.root, `apply-${n}.result.json`),
+    async apply(overrides: Overrides, destroy = false, stack: ApplyStack = {}): Promise<ApplyResult> {
+        const name = stack.name ?? "lab";
+        const values = stack.config ? prefixed(stack.config) : { ...labStackFile(), ...prefixed({ ...this.baseOverrides(), ...overrides }) };
+        const secure = ["wgexit:sshPrivateKey", "wgexit:sshPrivateKeyPassword"].filter((k) => k in values);
+        const { config, secretKeys } = cliConfig(readProject(), name, values, secure);
+        const job = {
+            stack: name,
+            config,
+            secretKeys,
+            stateFile: stack.name ? path.join(this.world.root, `state-${stack.name}.json`) : this.stateFile,
+            stackRefs: stack.stackRefs ?? {},
             destroy,
+            newerImages: stack.newerImages ?? false,
             ctlNamespace: this.world.ns("ctl"),
             workDir: this.world.root,
             cloudBox: { host: LAB.cloudPublic.v4, keyFile: this.world.sshKeyFile },
             cloudAddresses: LAB.cloudPublic,
         };
-        const jobFile = path.join(this.world.root, `apply-${n}.job.json`);
+        const fail = (what: string, r: ApplyResult, log: string) => {
+            if (stack.allowFailure) return r;
+            throw new Error(`lab ${what} failed:\n${r.failures.join("\n")}\n${fs.readFileSync(log, "utf8").slice(-2000)}`);
+        };
+        if (!destroy) {
+            const { result: preview, log } = await this.runJob({ ...job, preview: true });
+            if (preview.failures.length) return fail("preview", preview, log);
+            const { result, log: applyLog } = await this.runJob({ ...job, preview: false });
+            if (result.failures.length) return fail("apply", result, applyLog);
+            const problems = previewMismatches(preview, result);
+            if (problems.length) throw new Error(`lab preview and update disagree (the program must register the same resources in a preview, and the preview must announce every step):\n${problems.join("\n")}`);
+            return result;
+        }
+        const { result, log } = await this.runJob({ ...job, preview: false });
+        return result.failures.length ? fail("destroy", result, log) : result;
+    }
+
+    /** Runs one lab/apply.ts job in a fresh process. */
+    private async runJob(fields: Omit<ApplyJob, "resultFile">): Promise<{ result: ApplyResult; log: string }> {
+        const n = ++this.applyCount;
+        const kind = fields.preview ? "preview" : fields.destroy ? "destroy" : "up";
+        const job: ApplyJob = { ...fields, resultFile: path.join(this.world.root, `apply-${n}-${kind}.result.json`) };
+        const jobFile = path.join(this.world.root, `apply-${n}-${kind}.job.json`);
         fs.writeFileSync(jobFile, JSON.stringify(job), { mode: 0o600 });
-        const log = path.join(this.world.root, `apply-${n}.log`);
+        const log = path.join(this.world.root, `apply-${n}-${kind}.log`);
         const code = await new Promise<number>((resolve) => {
             const fd = fs.openSync(log, "w");
             const child = spawn(process.execPath, ["--import", "tsx", path.join(__dirname, "apply.ts"), jobFile], { cwd: REPO, stdio: ["ignore", fd, fd] });
@@ -143,10 +206,8 @@ export class Lab {
                 resolve(c ?? 1);
             });
         });
-        if (code !== 0 || !fs.existsSync(job.resultFile)) throw new Error(`lab apply ${n} crashed (${code}):\n${fs.readFileSync(log, "utf8").slice(-4000)}`);
-        const result = JSON.parse(fs.readFileSync(job.resultFile, "utf8")) as ApplyResult;
-        if (result.failures.length && !stack?.allowFailure) throw new Error(`lab apply ${n} failed:\n${result.failures.join("\n")}\n${fs.readFileSync(log, "utf8").slice(-2000)}`);
-        return result;
+        if ((code !== 0 && code !== EXIT_FAILED) || !fs.existsSync(job.resultFile)) throw new Error(`lab ${kind} ${n} crashed (${code}):\n${fs.readFileSync(log, "utf8").slice(-4000)}`);
+        return { result: JSON.parse(fs.readFileSync(job.resultFile, "utf8")) as ApplyResult, log };
     }
 
     record(group: string, name: string, pass: boolean, detail: string): boolean {
@@ -252,6 +313,13 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
 
     const again = await lab.apply(overrides);
     lab.record(group, "second apply executes nothing", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+    if (placement === "oci") {
+        // A month later: Oracle has published a newer image. The instance keeps the one it was made from.
+        const later = await lab.apply(overrides, false, { newerImages: true });
+        lab.record(group, "a month later, with a newer image upstream, `pulumi up` changes nothing", later.executions.length === 0, later.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+    } else {
+        await signInChecks(lab, group, overrides);
+    }
 
     // A new peer is applied in place: only the peers step runs, and the tunnel is not restarted.
     const tunnelId = async () => (await w.hostExec("cloud", "cat /sys/class/net/wg0/ifindex; wg show wg0 listen-port")).stdout.trim();
@@ -276,6 +344,29 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     const after = await w.hostSnapshot("cloud");
     lab.record(group, "destroy leaves the host as it was", before === after, before === after ? "identical" : diffLines(before, after));
     if (placement === "oci") await w.hostExec("cloud", "iptables-restore <<'EOF'\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\nEOF\nnft delete table ip filter");
+}
+
+/**
+ * How the program signs in, as @pulumi/command does: a key with a passphrase (given as
+ * sshPrivateKeyPassword), and a pinned host key, refused when it is not the host's.
+ */
+async function signInChecks(lab: Lab, group: string, overrides: Overrides): Promise<void> {
+    const w = lab.world;
+    const encrypted = path.join(w.root, "operator-passphrase");
+    fs.copyFileSync(w.sshKeyFile, encrypted);
+    await run(["ssh-keygen", "-q", "-p", "-P", "", "-N", "lab passphrase", "-f", encrypted]);
+    const withPassphrase = { ...overrides, sshPrivateKey: fs.readFileSync(encrypted, "utf8"), sshPrivateKeyPassword: "lab passphrase" };
+    const signed = await lab.apply(withPassphrase, false, { allowFailure: true });
+    lab.record(group, "a key with a passphrase signs in with sshPrivateKeyPassword (each step re-run in place)", signed.failures.length === 0 && signed.executions.length > 0 && signed.executions.every((e) => e.action === "update"), signed.failures[0]?.slice(0, 200) ?? signed.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", "));
+
+    const existing = labStackFile()["wgexit:existing"] as Record<string, unknown>;
+    const realHostKey = fs.readFileSync(path.join(w.root, "host-cloud", "ssh_host_ed25519_key.pub"), "utf8").split(" ").slice(0, 2).join(" ");
+    const otherHostKey = fs.readFileSync(`${w.sshKeyFile}.pub`, "utf8").split(" ").slice(0, 2).join(" ");
+    const wrong = await lab.apply({ ...withPassphrase, existing: { ...existing, hostKey: otherHostKey } }, false, { allowFailure: true });
+    lab.record(group, "a pinned host key that is not the host's is refused, and nothing runs on the host", wrong.failures.length > 0 && /host key/i.test(wrong.failures.join(" ")), wrong.failures.join("\n").match(/.*host key.*/i)?.[0] ?? (wrong.failures[0]?.slice(0, 160) || "accepted"));
+    const pinned = await lab.apply({ ...withPassphrase, existing: { ...existing, hostKey: realHostKey } }, false, { allowFailure: true });
+    lab.record(group, "the host's own key, pinned, is accepted", pinned.failures.length === 0, pinned.failures[0]?.slice(0, 200) ?? `${pinned.executions.length} steps`);
+    await lab.apply(overrides);
 }
 
 /**

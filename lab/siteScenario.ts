@@ -232,11 +232,44 @@ EOF`);
     const again = await lab.apply({});
     lab.record(group, "re-apply changes nothing", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
 
+    await severalGuestsAtOnce(lab, group);
+
     const destroyed = await lab.apply({}, true);
     const after = await w.hostSnapshot("kvm");
     lab.record(group, "destroy leaves the KVM host as it was (rules, routes, ruleset, links, files, libvirt)", before === after, before === after ? `identical after ${destroyed.executions.length} deletes` : diffLines(before, after));
     const cloudAfter = await w.hostSnapshot("cloud");
     lab.record(group, "destroy leaves the gateway host as it was", cloudBefore === cloudAfter, cloudBefore === cloudAfter ? "identical" : diffLines(cloudBefore, cloudAfter));
+}
+
+/**
+ * Three guests of one new image in one apply: the engine runs their steps at once, as Pulumi
+ * does, so they fetch the shared base image at the same time. One base, three overlays, no
+ * partial download left; removing them removes that base and leaves the other guest's.
+ */
+async function severalGuestsAtOnce(lab: Lab, group: string): Promise<void> {
+    const w = lab.world;
+    fs.copyFileSync(path.join(w.filesDir, "base.qcow2"), path.join(w.filesDir, "burst.qcow2"));
+    // Served slowly, like a real image: each guest's step starts while another is still downloading it.
+    const burstUrl = `http://${LAB.server.v4}:${LAB.server.httpPort}/slow/burst.qcow2`;
+    const sites = (lab.baseOverrides().sites as { networks: { guests: Record<string, unknown>[] }[] }[]).map((site) => ({
+        ...site,
+        networks: site.networks.map((n, i) => (i === 0 ? { ...n, guests: [...n.guests, ...["burst1", "burst2", "burst3"].map((name) => ({ ...n.guests[0], name, image: burstUrl, memoryMb: 128 }))] } : n)),
+    }));
+    const pool = async () => (await w.hostExec("kvm", "ls -a /var/lib/libvirt/images/wgexit")).stdout.split("\n").filter((f) => f && !f.startsWith("."));
+    const added = await lab.apply({ sites });
+    const domains = (await w.virsh("list --all --name", true)).stdout;
+    const files = await pool();
+    const guestSteps = added.executions.filter((e) => /guest-burst\d-domain$/.test(e.key));
+    lab.record(
+        group,
+        "three guests of one new image in one apply, their steps at once: one base image, three overlays, no partial download",
+        guestSteps.length === 3 && added.peakParallel >= 2 && ["burst1", "burst2", "burst3"].every((g) => domains.includes(g) && files.includes(`${g}.qcow2`)) && files.filter((f) => f === "base-burst.qcow2").length === 1 && !files.some((f) => f.endsWith(".part")),
+        `${guestSteps.length} guest steps, up to ${added.peakParallel} at once; pool: ${files.join(" ")}`,
+    );
+    await lab.apply({});
+    const left = await pool();
+    lab.record(group, "removing them removes their base image and keeps the other guest's", !left.some((f) => /burst/.test(f)) && left.includes("base-base.qcow2") && left.includes("qguest.qcow2"), left.join(" "));
+    fs.rmSync(path.join(w.filesDir, "burst.qcow2"));
 }
 
 /** The committed site with some fields changed (the lab's guest files kept). */

@@ -4,7 +4,8 @@
 // through the gateway, a missing stack refused with nothing done, and destroy of both.
 import { inNs, waitFor } from "./exec";
 import { startNamespaceGuest, stopNamespaceGuest } from "./guests";
-import { diffLines, type Lab, labStackFile, type StackOutputs } from "./lab";
+import type { StackOutputsRead } from "./engine";
+import { diffLines, type Lab, labStackFile, type StackOutputs, stackRef } from "./lab";
 import { LAB } from "./world";
 
 const GATEWAY = "lab-gateway";
@@ -17,10 +18,10 @@ export async function splitScenario(lab: Lab): Promise<void> {
     // The committed home site without its QEMU guest (the site scenario boots that one).
     const site = { ...(file["wgexit:sites"] as Record<string, unknown>[])[0], networks: ((file["wgexit:sites"] as { networks: Record<string, unknown>[] }[])[0].networks ?? []).map((n) => ({ ...n, guests: [] })) };
     const peers = (lab.baseOverrides().peers as Record<string, unknown>[]).map((p) => ({ ...p, canReach: [] }));
-    const gateway = (peerStacks: string[], stackRefs: Record<string, Record<string, unknown>>) =>
+    const gateway = (peerStacks: string[], stackRefs: Record<string, StackOutputsRead>) =>
         lab.apply({ sites: [], laptops: [], peers, peerStacks }, false, { name: GATEWAY, stackRefs });
     const homeConfig = { gatewayStack: GATEWAY, sshPrivateKey: lab.baseOverrides().sshPrivateKey, sites: [site] };
-    const home = (stackRefs: Record<string, Record<string, unknown>>, allowFailure = false) => lab.apply({}, false, { name: HOME, config: homeConfig, stackRefs, allowFailure });
+    const home = (stackRefs: Record<string, StackOutputsRead>, allowFailure = false) => lab.apply({}, false, { name: HOME, config: homeConfig, stackRefs, allowFailure });
     const steps = (r: { executions: { action: string; key: string }[] }) => r.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", ") || "nothing";
     // The KVM host as a stock install leaves it (as in the site scenario), settled before the snapshot.
     await waitFor("libvirt's default network", async () => (await w.virsh("net-list --name", true)).stdout.includes("default"), 30_000, 250);
@@ -34,17 +35,17 @@ export async function splitScenario(lab: Lab): Promise<void> {
 
     // 1. The gateway stack. 2. The site stack makes its key and waits.
     const g1 = await gateway([], {});
-    const h1 = await home({ [GATEWAY]: g1.outputs });
+    const h1 = await home({ [GATEWAY]: stackRef(g1) });
     const published = (h1.outputs.tunnelPeers as { name: string; publicKey: string }[] | undefined)?.[0];
     const onHost = (await w.hostExec("kvm", "cat /etc/wgexit/site/private.key | wg pubkey")).stdout.trim();
     lab.record(group, "first site run: only the key, published as tunnelPeers, the site waits for its gateway", steps(h1) === "create site-home-key" && published?.publicKey === onHost && (h1.outputs.waitingForGateway as string[]).includes("home"), `${steps(h1)}; published ${published?.publicKey ?? "nothing"}`);
 
     // 3. The gateway stack takes the site from its output. 4. The site joins.
-    const g2 = await gateway([HOME], { [HOME]: h1.outputs });
+    const g2 = await gateway([HOME], { [HOME]: stackRef(h1) });
     const gwPeers = (await w.hostExec("cloud", "wg show wg0 peers")).stdout;
     const address = (g2.outputs as unknown as StackOutputs).peerAddresses?.home?.addressV4;
     lab.record(group, "the gateway stack reads the site's key from its outputs and gives it an address", gwPeers.includes(onHost) && address !== undefined && steps(g2) === "update gateway-peers", `${steps(g2)}; home at ${address}`);
-    const h2 = await home({ [GATEWAY]: g2.outputs });
+    const h2 = await home({ [GATEWAY]: stackRef(g2) });
     const tunnelAddress = (await w.hostExec("kvm", "ip -4 -o addr show dev wgexit0 | awk '{print $4}'", true)).stdout.trim();
     lab.record(group, "second site run: the site joins with the gateway's key and its allocated address", tunnelAddress === `${address}/32` && (h2.outputs.waitingForGateway as string[]).length === 0, `${steps(h2)}; wgexit0 ${tunnelAddress || "missing"}`);
 
@@ -56,8 +57,8 @@ export async function splitScenario(lab: Lab): Promise<void> {
         await stopNamespaceGuest(w);
     }
 
-    const homeAgain = await home({ [GATEWAY]: g2.outputs });
-    const again = [homeAgain, await gateway([HOME], { [HOME]: homeAgain.outputs })];
+    const homeAgain = await home({ [GATEWAY]: stackRef(g2) });
+    const again = [homeAgain, await gateway([HOME], { [HOME]: stackRef(homeAgain) })];
     lab.record(group, "re-running both stacks changes nothing", again.every((r) => r.executions.length === 0), again.map(steps).join("; "));
 
     // Destroy: the site stack first (its host), then the gateway stack.

@@ -2,7 +2,9 @@
 import { execFile } from "node:child_process";
 import * as path from "node:path";
 import type * as pulumi from "@pulumi/pulumi";
+import type { RegistrationOptions } from "../../lab/engine";
 import { encodeConfig, runProgramUnderMocks } from "../../lab/mocked";
+import { cliConfig, readProject } from "../../lab/pulumiCli";
 
 export interface Registration {
     type: string;
@@ -10,6 +12,8 @@ export interface Registration {
     inputs: Record<string, unknown>;
     outputs: Record<string, unknown>;
     custom: boolean;
+    /** The resource options the engine acts on (ignoreChanges, deleteBeforeReplace, …). */
+    options?: RegistrationOptions;
 }
 
 export const FAKE_GATEWAY_KEY = "R2F0ZXdheVB1YmxpY0tleUZvclRlc3RzT25seTAwMDA=";
@@ -23,6 +27,7 @@ export type StackOutputsByName = Record<string, Record<string, unknown>>;
 
 class RecordingMocks implements pulumi.runtime.Mocks {
     readonly registrations: Registration[] = [];
+    readonly options = new Map<string, RegistrationOptions>();
     readonly invokes: string[] = [];
 
     constructor(private readonly stacks: StackOutputsByName = {}) {}
@@ -45,7 +50,7 @@ class RecordingMocks implements pulumi.runtime.Mocks {
         if (args.type === "oci:Core/instance:Instance") outputs.publicIp = "198.51.100.10";
         if (args.type === "oci:Core/vcn:Vcn") outputs.ipv6cidrBlocks = ["2603:c020:4000:aa00::/56"];
         if (args.type === "ovh:CloudProject/instance:Instance") outputs.addresses = [{ ip: "198.51.100.20", version: 4 }, { ip: "2001:db8:51::20", version: 6 }];
-        this.registrations.push({ type: args.type, name: args.name, inputs: args.inputs, outputs, custom: args.custom ?? true });
+        this.registrations.push({ type: args.type, name: args.name, inputs: args.inputs, outputs, custom: args.custom ?? true, options: this.options.get(`${args.type}::${args.name}`) });
         return { id: args.custom ? `${args.name}-id` : undefined, state: outputs };
     }
 
@@ -75,12 +80,32 @@ export interface ProgramRun {
     error?: string;
 }
 
+export interface RunOptions {
+    allowFailure?: boolean;
+    /**
+     * Hand the program its config as the Pulumi CLI would (lab/pulumiCli.ts): the project's
+     * declared defaults injected, after the CLI's checks. Without it, only the given keys.
+     */
+    asCli?: boolean;
+}
+
+const SECURE_KEYS = ["wgexit:sshPrivateKey", "wgexit:sshPrivateKeyPassword"];
+
 /** Runs the program once under RecordingMocks in this process (a process runs it once). */
-export async function runProgramHere(config: Record<string, unknown>, stack = "test", stacks: StackOutputsByName = {}): Promise<ProgramRun> {
+export async function runProgramHere(config: Record<string, unknown>, stack = "test", stacks: StackOutputsByName = {}, opts: RunOptions = {}): Promise<ProgramRun> {
     const mocks = new RecordingMocks(stacks);
     const secretOutputs: string[] = [];
     try {
-        const outputs = await runProgramUnderMocks(mocks, encodeConfig(config, "wgexit:"), { stack, secretKeys: ["wgexit:sshPrivateKey"], secretOutputs });
+        const values = Object.fromEntries(Object.entries(config).map(([k, v]) => [`wgexit:${k}`, v]));
+        const given = opts.asCli
+            ? cliConfig(readProject(), stack, values, SECURE_KEYS.filter((k) => k in values))
+            : { config: encodeConfig(config, "wgexit:"), secretKeys: SECURE_KEYS.filter((k) => k in values) };
+        const outputs = await runProgramUnderMocks(mocks, given.config, {
+            stack,
+            secretKeys: given.secretKeys,
+            secretOutputs,
+            onRegistration: (type, name, options) => mocks.options.set(`${type}::${name}`, options),
+        });
         return { registrations: mocks.registrations, invokes: mocks.invokes, outputs, secretOutputs };
     } catch (e) {
         return { registrations: mocks.registrations, invokes: mocks.invokes, outputs: {}, secretOutputs, error: (e as Error).message };
@@ -92,7 +117,7 @@ export async function runProgramHere(config: Record<string, unknown>, stack = "t
  * stacks: the outputs of the stacks this one references. Each run gets its own process: the
  * Pulumi runtime keeps per-process state. A failed program rejects, unless allowFailure.
  */
-export function runProgram(config: Record<string, unknown>, stack = "test", stacks: StackOutputsByName = {}, opts: { allowFailure?: boolean } = {}): Promise<ProgramRun> {
+export function runProgram(config: Record<string, unknown>, stack = "test", stacks: StackOutputsByName = {}, opts: RunOptions = {}): Promise<ProgramRun> {
     return new Promise((resolve, reject) => {
         const child = execFile(process.execPath, ["--import", "tsx", path.join(__dirname, "runProgram.ts"), stack], { cwd: REPO, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
             if (err) return reject(new Error(`program run failed: ${err.message}\n${stderr}`));
@@ -100,11 +125,22 @@ export function runProgram(config: Record<string, unknown>, stack = "test", stac
             if (run.error && !opts.allowFailure) return reject(new Error(`program failed: ${run.error}`));
             resolve(run);
         });
-        child.stdin?.end(JSON.stringify({ config, stacks }));
+        child.stdin?.end(JSON.stringify({ config, stacks, asCli: opts.asCli ?? false }));
     });
 }
 
-export const TEST_SSH_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAtestonlynotakey\n-----END OPENSSH PRIVATE KEY-----";
+/** Not a key: the OpenSSH header of an unencrypted one (cipher "none"), then filler. */
+export const TEST_SSH_PRIVATE_KEY = `-----BEGIN OPENSSH PRIVATE KEY-----\n${openSshKeyHeader("none")}testonlynotakey\n-----END OPENSSH PRIVATE KEY-----`;
+/** The same for a key protected by a passphrase (cipher aes256-ctr, as ssh-keygen makes them). */
+export const TEST_SSH_ENCRYPTED_KEY = `-----BEGIN OPENSSH PRIVATE KEY-----\n${openSshKeyHeader("aes256-ctr")}testonlynotakey\n-----END OPENSSH PRIVATE KEY-----`;
+
+function openSshKeyHeader(cipher: string): string {
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(cipher.length);
+    const bytes = Buffer.concat([Buffer.from("openssh-key-v1\0", "latin1"), length, Buffer.from(cipher, "latin1")]);
+    // Zero-padded to whole base64 groups, so the filler that follows stays valid base64.
+    return Buffer.concat([bytes, Buffer.alloc((3 - (bytes.length % 3)) % 3)]).toString("base64");
+}
 export const TEST_SSH_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly0000000000000000000 test@wgexit";
 export const PEER_KEY = "UGVlclB1YmxpY0tleUZvclRlc3RzT25seTAwMDAwMDA=";
 

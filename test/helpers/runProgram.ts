@@ -2,8 +2,8 @@
 import * as fs from "node:fs";
 import { runProgramHere } from "./program";
 
-const { config, stacks } = JSON.parse(fs.readFileSync(0, "utf8")) as { config: Record<string, unknown>; stacks: Record<string, Record<string, unknown>> };
-runProgramHere(config, process.argv[2], stacks).then(
+const { config, stacks, asCli } = JSON.parse(fs.readFileSync(0, "utf8")) as { config: Record<string, unknown>; stacks: Record<string, Record<string, unknown>>; asCli: boolean };
+runProgramHere(config, process.argv[2], stacks, { asCli }).then(
     (run) => {
         // Exit only once the pipe has taken all of it: process.exit would cut a large write short.
         process.stdout.write(JSON.stringify(run), () => process.exit(0));

@@ -181,5 +181,24 @@ describe("CloudGateway under mocks", () => {
                 assert.doesNotMatch(JSON.stringify(unwrap(r.inputs)), /PrivateKey = [A-Za-z0-9+/]{43}=/);
             }
         });
+
+        it(`${placement}: how steps reach the host, and what replaces what`, async () => {
+            const run = await runProgram({ ...baseConfig(placement), sshPrivateKeyPassword: "correct horse" });
+            const steps = run.registrations.filter((r) => r.type === "command:remote:Command");
+            for (const step of steps) {
+                const connection = unwrap(step.inputs.connection) as { dialErrorLimit: number; privateKeyPassword?: string; host: string };
+                // -1 would retry forever, and a refused login counts as a dial error (pulumi-command connection.go).
+                assert.equal(connection.dialErrorLimit, step.name === "gateway-cloud-init" ? 120 : 10, `${step.name}: a bounded dial budget`);
+                assert.equal(connection.privateKeyPassword, "correct horse", `${step.name}: the key's passphrase is passed on`);
+                assert.equal(step.options?.deleteBeforeReplace, true, `${step.name}: the old one goes before the new one`);
+                const triggers = (step.inputs.triggers ?? []) as unknown[];
+                // A host the user named belongs to the step: moving it replaces the step, so the old host is cleaned.
+                assert.equal(triggers.some((t) => JSON.stringify(t) === JSON.stringify({ host: connection.host })), placement === "existing", `${step.name}: the host in its triggers`);
+            }
+            const instance = run.registrations.find((r) => /instance:Instance$/.test(r.type));
+            // Nothing upstream may replace or rebuild the gateway: the image found at creation stays.
+            if (placement === "oci") assert.deepEqual(instance?.options?.ignoreChanges, ["metadata", "sourceDetails.sourceId"]);
+            if (placement === "ovh") assert.deepEqual(instance?.options?.ignoreChanges, ["userData", "bootFrom"]);
+        });
     }
 });

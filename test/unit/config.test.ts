@@ -3,7 +3,7 @@ import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ConfigError, parseStackConfig } from "../../components/config";
 import { encodeConfig } from "../../lab/mocked";
-import { baseConfig, LAPTOP, PEER_KEY, TEST_SSH_PUBLIC_KEY } from "../helpers/program";
+import { baseConfig, LAPTOP, PEER_KEY, TEST_SSH_ENCRYPTED_KEY, TEST_SSH_PUBLIC_KEY } from "../helpers/program";
 
 const raw = (c: Record<string, unknown>) => encodeConfig(c, "wgexit:");
 
@@ -101,7 +101,12 @@ const MALFORMED: [string, Record<string, unknown>, string, RegExp][] = [
     ["CIDR with host bits", { ...baseConfig("existing"), tunnelCidr: "10.66.0.5/24" }, "wgexit:tunnelCidr", /host bits.*10\.66\.0\.0\/24/],
     ["IPv6 where IPv4 is needed", { ...baseConfig("existing"), tunnelCidr: "fd00::/64" }, "wgexit:tunnelCidr", /IPv4 CIDR/],
     ["tunnel too small", { ...baseConfig("existing"), tunnelCidr: "10.66.0.0/30" }, "wgexit:tunnelCidr", /too small/],
-    ["missing OCI compartment", { ...baseConfig("oci"), oci: {} }, "wgexit:oci.compartmentId", /compartment|string/],
+    ["missing OCI compartment", { ...baseConfig("oci"), oci: { shape: "VM.Standard.A1.Flex" } }, "wgexit:oci.compartmentId", /compartment|string/],
+    ["OCI left at its empty default", { ...baseConfig("oci"), oci: {} }, "wgexit:oci", /required when placement is "oci"/],
+    ["host key as a fingerprint", { ...baseConfig("existing"), existing: { host: "198.51.100.10", hostKey: "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s" } }, "wgexit:existing.hostKey", /authorized_keys form.*ssh-keyscan/],
+    ["host key as a known_hosts line", { ...baseConfig("existing"), existing: { host: "198.51.100.10", hostKey: `198.51.100.10 ${TEST_SSH_PUBLIC_KEY}` } }, "wgexit:existing.hostKey", /authorized_keys form/],
+    ["a passphrase-protected key without its passphrase", { ...baseConfig("existing"), sshPrivateKey: TEST_SSH_ENCRYPTED_KEY }, "wgexit:sshPrivateKeyPassword", /passphrase.*pulumi config set --secret sshPrivateKeyPassword/],
+    ["an SSH public key that is not one", { ...baseConfig("oci"), sshPublicKey: "ssh-ed25519 bm90IGEga2V5 me@laptop" }, "wgexit:sshPublicKey", /not an OpenSSH public key/],
     ["missing OCI object", { ...baseConfig("oci"), oci: undefined }, "wgexit:oci", /required when placement is "oci"/],
     ["malformed OCI compartment", { ...baseConfig("oci"), oci: { compartmentId: "my-compartment" } }, "wgexit:oci.compartmentId", /OCID/],
     ["missing OVH region", { ...baseConfig("ovh"), ovh: { serviceName: "0123456789abcdef0123456789abcdef" } }, "wgexit:ovh.region", /string|region/],
@@ -172,6 +177,14 @@ describe("malformed configs", () => {
             assert.match(e.problems.find((p) => p.key === "wgexit:sshPrivateKey")?.message ?? "", /plain text.*pulumi config set --secret sshPrivateKey/);
         }
         assert.ok(parseStackConfig(raw(baseConfig("existing")), undefined, (k) => k === "wgexit:sshPrivateKey"));
+        const withPassword = { ...baseConfig("existing"), sshPrivateKey: TEST_SSH_ENCRYPTED_KEY, sshPrivateKeyPassword: "correct horse" };
+        assert.throws(() => parseStackConfig(raw(withPassword), undefined, (k) => k === "wgexit:sshPrivateKey"), /wgexit:sshPrivateKeyPassword: is stored in plain text/);
+        assert.ok(parseStackConfig(raw(withPassword), undefined, (k) => k.startsWith("wgexit:sshPrivateKey")).hasSshPrivateKeyPassword);
+    });
+    it("accepts a host key in authorized_keys form, and reads the empty defaults the CLI injects as unset", () => {
+        const config = parseStackConfig(raw({ ...baseConfig("existing"), existing: { host: "198.51.100.10", hostKey: TEST_SSH_PUBLIC_KEY }, gatewayStack: "", oci: {}, ovh: {}, sshPublicKey: "", peerStacks: [] }));
+        assert.equal(config.existing?.hostKey, TEST_SSH_PUBLIC_KEY);
+        assert.equal(config.gatewayStack, undefined);
     });
     it("reports every problem at once", () => {
         const problems = problemsOf({ ...baseConfig("existing"), listenPort: 0, wgInterface: "x;y", tunnelCidr: "10.66.0.5/24", adminCidrs: ["0.0.0.0/0"] });

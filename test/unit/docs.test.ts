@@ -1,11 +1,13 @@
 // README "Config reference", Pulumi.yaml and the validator describe the same keys.
 import * as assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, it } from "node:test";
 import { parse as parseYaml } from "yaml";
 import { CONFIG_KEYS, ConfigError, parseStackConfig, projectDeclarations } from "../../components/config";
 import { encodeConfig } from "../../lab/mocked";
+import { have } from "../helpers/tools";
 
 const REPO = path.join(__dirname, "..", "..");
 const readme = fs.readFileSync(path.join(REPO, "README.md"), "utf8");
@@ -37,9 +39,24 @@ describe("docs and declarations", () => {
         for (const [key, type] of table) assert.equal(type, declarations[key].type, `README type of ${key}`);
     });
 
-    it("README states the two commands", () => {
-        assert.match(readme, /^pulumi up\s+#/m);
-        assert.match(readme, /^npm test\s+#/m);
+    it("README's first screen states the two commands, and .ci/run calls the second", () => {
+        const firstScreen = readme.slice(0, readme.indexOf("\n## "));
+        assert.match(firstScreen, /^sudo \.\/demo\s+#/m);
+        assert.match(firstScreen, /^sudo \.\/run-tests\s+#/m);
+        const ci = fs.readFileSync(path.join(REPO, ".ci", "run"), "utf8");
+        assert.match(ci, /^CI=true exec \.\/run-tests "\$@"$/m);
+        assert.match(readme, /^pulumi up\s+#/m, "the Quickstart's pulumi up");
+    });
+
+    it("the repository's own shell scripts are shellcheck-clean", { skip: !have("shellcheck") && "SKIPPED LOUDLY: shellcheck is not installed" }, () => {
+        // -x follows `source ops/setup.sh`, so the set-up is checked as ./demo and ./run-tests use it.
+        const files = ["demo", "run-tests", ".ci/run", "ops/setup.sh", "lab/fetch-guest-kernel.sh"];
+        const r = spawnSync("shellcheck", ["-x", ...files], { cwd: REPO, encoding: "utf8" });
+        assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+    });
+
+    it("only sshPrivateKey is without a default (the CLI requires every key that has none)", () => {
+        assert.deepEqual(Object.entries(declarations).filter(([, d]) => d.default === undefined).map(([k]) => k), ["sshPrivateKey"]);
     });
 
     for (const stackFile of ["Pulumi.dev.yaml", "Pulumi.lab.yaml", "Pulumi.prod.yaml", "Pulumi.prod-home.yaml"]) {

@@ -4,7 +4,7 @@ import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { unwrap } from "../../lab/engine";
 import { containsPrivateKey } from "../../policy/policies";
-import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, type ProgramRun, runProgram, SITE, TEST_SSH_PRIVATE_KEY } from "../helpers/program";
+import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, PEER_KEY, type ProgramRun, runProgram, SITE, TEST_SSH_PRIVATE_KEY } from "../helpers/program";
 
 const GATEWAY = "acme/wgexit/gateway";
 const HOME = "acme/wgexit/home";
@@ -87,9 +87,16 @@ describe("split layout", () => {
     });
 
     it("gateway keys in a site stack are refused, naming where they belong", async () => {
-        const run = await runProgram({ ...siteStack, adminCidrs: ["203.0.113.7/32"], peers: [] }, "home", {}, { allowFailure: true });
+        const run = await runProgram({ ...siteStack, adminCidrs: ["203.0.113.7/32"], peers: [{ name: "phone", publicKey: PEER_KEY }] }, "home", {}, { allowFailure: true });
         assert.match(run.error ?? "", /wgexit:adminCidrs: belongs in the gateway stack \(acme\/wgexit\/gateway\)/);
         assert.match(run.error ?? "", /wgexit:peers: belongs in the gateway stack/);
         assert.deepEqual(run.registrations, []);
+    });
+
+    it("a site stack runs the same with the defaults the CLI injects for gateway keys", async () => {
+        const gateway = (await runProgram(baseConfig("existing"), "gateway")).outputs;
+        const [asCli, asGiven] = await Promise.all([runProgram(siteStack, "home", { [GATEWAY]: gateway }, { asCli: true }), runProgram(siteStack, "home", { [GATEWAY]: gateway })]);
+        assert.deepEqual(commands(asCli), ["site-home-key"]);
+        assert.deepEqual(commands(asCli), commands(asGiven));
     });
 });
