@@ -1,4 +1,19 @@
-// Helpers shared by every renderer that produces shell for a host.
+// Helpers shared by every renderer that delivers shell to a host. The shell itself lives in
+// components/scripts/ as plain files; renderers only produce the settings they read.
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+const SCRIPTS_DIR = path.join(__dirname, "scripts");
+
+/** A script from components/scripts/, as it is delivered: verbatim. */
+export function scriptFile(name: string): string {
+    return fs.readFileSync(path.join(SCRIPTS_DIR, name), "utf8");
+}
+
+/** A short step script run as the command itself, its settings assigned in front of it. */
+export function scriptWithSettings(name: string, settings: Record<string, string | number>): string {
+    return `${assignments(settings)}\n${scriptFile(name)}`;
+}
 
 /** POSIX single-quote quoting: safe for any string. */
 export function shq(value: string | number): string {
@@ -10,6 +25,11 @@ export function assignments(values: Record<string, string | number>): string {
     return Object.entries(values)
         .map(([k, v]) => `${k}=${shq(v)}`)
         .join("\n");
+}
+
+/** A role's settings.env: what its script reads, one assignment per line. */
+export function settingsFile(values: Record<string, string | number>): string {
+    return `# Settings of this role, written by wgexit; its script sources this file.\n# shellcheck disable=SC2034 # read by that script\n${assignments(values)}\n`;
 }
 
 export interface FileToWrite {
@@ -38,6 +58,18 @@ export function deliverAndRun(files: FileToWrite[], command: string): string {
     }
     lines.push(`$S ${command}`);
     return `${lines.join("\n")}\n`;
+}
+
+/**
+ * A role's files in its directory: settings.env, the role script (executable) and the shared
+ * scripts it sources, each from components/scripts/.
+ */
+export function roleFiles(dir: string, role: { script: string; as: string }, settings: string, shared: string[]): FileToWrite[] {
+    return [
+        { path: `${dir}/settings.env`, content: settings, mode: "0644" },
+        ...shared.map((name) => ({ path: `${dir}/${name}`, content: scriptFile(name), mode: "0644" })),
+        { path: `${dir}/${role.as}`, content: scriptFile(role.script), mode: "0755" },
+    ];
 }
 
 /** Runs a command as root if it exists; succeeds quietly when it does not (used by delete steps). */

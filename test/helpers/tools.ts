@@ -32,3 +32,6 @@ export const cloudInitSchema = (userData: string) => withFile("user-data.yaml", 
 export const virtXmlValidate = (xml: string, kind: string) => withFile(`${kind}.xml`, xml, (f) => runTool(["virt-xml-validate", f, kind]));
 
 export const canRunNft = () => have("nft") && process.getuid?.() === 0;
+
+/** Everything a step delivers to a host (settings, scripts, rulesets), as one text to search. */
+export const deliveredText = (files: { path: string; content: string }[]) => files.map((f) => `# --- ${f.path}\n${f.content}`).join("\n");

@@ -3,6 +3,7 @@ import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
     GATEWAY_TABLE,
+    gatewayFiles,
     type GatewaySettings,
     gatewayPeerFor,
     renderGatewayCloudInit,
@@ -12,12 +13,12 @@ import {
     renderGatewayReadyCommand,
     renderGatewayRemoveCommand,
     renderGatewayRuleset,
-    renderGatewayScript,
+    renderGatewaySettings,
 } from "../../components/cloudGateway.render";
 import { unwrap } from "../../lab/engine";
 import { baseConfig, FAKE_GATEWAY_KEY, PEER_KEY, runProgram, TEST_SSH_PUBLIC_KEY } from "../helpers/program";
 import { matchSnapshot } from "../helpers/snapshot";
-import { canRunNft, cloudInitSchema, have, nftCheck, shellcheck } from "../helpers/tools";
+import { canRunNft, cloudInitSchema, deliveredText, have, nftCheck, shellcheck } from "../helpers/tools";
 
 const settings: GatewaySettings = {
     wgInterface: "wg0",
@@ -38,13 +39,13 @@ const peers = tunnel.map((p) => ({ ...gatewayPeerFor(p, tunnel), publicKey: PEER
 const forwards = [{ name: "https", protocol: "tcp" as const, port: 443, site: "home", address: "192.168.100.10", bridge: "virbr-wg", toPort: 8443 }];
 
 describe("gateway renderers", () => {
-    it("script snapshot", () => matchSnapshot("gateway.sh", renderGatewayScript(settings)));
+    it("settings snapshot", () => matchSnapshot("gateway.settings.env", renderGatewaySettings(settings)));
     it("ruleset snapshot", () => matchSnapshot("gateway.nft", renderGatewayRuleset(settings)));
     it("peers snapshot", () => matchSnapshot("gateway-peers.nft", renderGatewayPeersNft(settings, peers, forwards)));
     it("cloud-init snapshot", () => matchSnapshot("gateway-cloud-init.yaml", renderGatewayCloudInit(settings, TEST_SSH_PUBLIC_KEY)));
 
     it("sets an explicit MTU, forwarding, and the key on the host", () => {
-        const script = renderGatewayScript(settings);
+        const script = deliveredText(gatewayFiles(settings));
         assert.match(script, /MTU='1420'/);
         assert.match(script, /ip link set dev "\$WG_IF" mtu "\$MTU"/);
         assert.match(script, /keys=\(net.ipv4.ip_forward\) wanted=\(1\)/);
@@ -93,7 +94,7 @@ describe("gateway renderers", () => {
 
     it("is shellcheck-clean", { skip: !have("shellcheck") && "SKIPPED LOUDLY: shellcheck is not installed" }, () => {
         const scripts: [string, string, string][] = [
-            ["gateway.sh", renderGatewayScript(settings), "bash"],
+            ["settings.env", renderGatewaySettings(settings), "bash"],
             ["install command", renderGatewayInstallCommand(settings), "sh"],
             ["remove command", renderGatewayRemoveCommand(), "sh"],
             ["peers command", renderGatewayPeersCommand(settings, peers), "sh"],

@@ -11,13 +11,14 @@ import {
     renderSitePeerConf,
     renderSiteRemoveCommand,
     renderSiteRuleset,
-    renderSiteScript,
+    renderSiteSettings,
+    siteFiles,
     type SiteSettings,
 } from "../../components/kvmSite.render";
 import { encodeConfig } from "../../lab/mocked";
 import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, LABNET, PEER_KEY, runProgram, SITE, TEST_SSH_PUBLIC_KEY, WEB_GUEST, WGNET } from "../helpers/program";
 import { matchSnapshot } from "../helpers/snapshot";
-import { canRunNft, cloudInitSchema, have, nftCheck, shellcheck, virtXmlValidate } from "../helpers/tools";
+import { canRunNft, cloudInitSchema, deliveredText, have, nftCheck, shellcheck, virtXmlValidate } from "../helpers/tools";
 
 const config = parseStackConfig(encodeConfig({ ...baseConfig("existing"), sites: [SITE] }, "wgexit:"));
 const site = config.sites[0];
@@ -43,7 +44,7 @@ const [web, tiny] = wgnet.guests;
 const section = (text: string, from: string, to?: string) => text.slice(text.indexOf(from), to ? text.indexOf(to) : undefined);
 
 describe("KVM site renderers", () => {
-    it("script snapshot", () => matchSnapshot("site.sh", renderSiteScript(settings)));
+    it("settings snapshot", () => matchSnapshot("site.settings.env", renderSiteSettings(settings)));
     it("ruleset snapshot", () => matchSnapshot("site.nft", renderSiteRuleset(settings)));
     it("network XML snapshot", () => matchSnapshot("site-network.xml", renderNetworkXml(wgnet, settings)));
     it("domain XML snapshots", () => {
@@ -84,7 +85,7 @@ describe("KVM site renderers", () => {
     });
 
     it("policy routing: one rule per bridge, the kill switch, the host's own traffic untouched", () => {
-        const script = renderSiteScript(settings);
+        const script = deliveredText(siteFiles(settings, gateway));
         assert.match(script, /BRIDGES='virbr-wg virbr-lab'/);
         assert.match(script, /ip "-\$f" rule add pref "\$ROUTE_TABLE" iif "\$bridge" lookup "\$ROUTE_TABLE"/);
         assert.match(script, /route replace unreachable default metric 4294967295 table "\$ROUTE_TABLE"/);
@@ -135,7 +136,7 @@ describe("KVM site renderers", () => {
 
     it("is shellcheck-clean", { skip: !have("shellcheck") && "SKIPPED LOUDLY: shellcheck is not installed" }, () => {
         const scripts: [string, string, string][] = [
-            ["site.sh", renderSiteScript(settings), "bash"],
+            ["settings.env", renderSiteSettings(settings), "bash"],
             ["install command", renderSiteInstallCommand(settings, gateway), "sh"],
             ["remove command", renderSiteRemoveCommand(), "sh"],
             ["network up", renderNetworkUpCommand(wgnet, settings), "sh"],

@@ -7,15 +7,17 @@ import {
     type LaptopVmSettings,
     renderLaptopInstallCommand,
     renderLaptopRemoveCommand,
-    renderLaptopScript,
+    laptopFiles,
+    laptopVmFiles,
+    renderLaptopSettings,
     renderLaptopVmInstallCommand,
     renderLaptopVmRemoveCommand,
     renderLaptopVmRuleset,
-    renderLaptopVmScript,
+    renderLaptopVmSettings,
 } from "../../components/laptopClient.render";
 import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, LAPTOP, runProgram } from "../helpers/program";
 import { matchSnapshot } from "../helpers/snapshot";
-import { canRunNft, have, nftCheck, shellcheck } from "../helpers/tools";
+import { canRunNft, deliveredText, have, nftCheck, shellcheck } from "../helpers/tools";
 
 const vm: LaptopVmSettings = {
     name: "mac",
@@ -44,10 +46,10 @@ const fn = (script: string, name: string) => script.slice(script.indexOf(`${name
 
 describe("laptop renderers", () => {
     it("snapshots", () => {
-        matchSnapshot("laptop-vm.sh", renderLaptopVmScript(vm));
+        matchSnapshot("laptop-vm.settings.env", renderLaptopVmSettings(vm));
         matchSnapshot("laptop-vm.nft", renderLaptopVmRuleset(vm));
-        matchSnapshot("laptop-linux.sh", renderLaptopScript(laptop("linux")));
-        matchSnapshot("laptop-macos.sh", renderLaptopScript(laptop("macos")));
+        matchSnapshot("laptop-linux.settings.env", renderLaptopSettings(laptop("linux")));
+        matchSnapshot("laptop-macos.settings.env", renderLaptopSettings(laptop("macos")));
     });
 
     it("VM: the laptop leaves only through the tunnel, masqueraded, with a kill switch", () => {
@@ -57,7 +59,7 @@ describe("laptop renderers", () => {
         assert.match(rules, /oifname "wgexit1" ip saddr 192\.168\.64\.1 masquerade/);
         assert.match(rules, /oifname "wgexit1" ip6 saddr fd66:64::1 masquerade/);
         assert.match(rules, /iifname "wgexit1" counter drop comment "nothing from the tunnel reaches the VM"/);
-        const script = renderLaptopVmScript(vm);
+        const script = deliveredText(laptopVmFiles(vm, gateway));
         assert.match(script, /ip -4 rule add pref "\$ROUTE_TABLE" iif "\$VM_LINK" from "\$LAPTOP_V4" lookup "\$ROUTE_TABLE"/);
         assert.match(script, /route replace unreachable default metric 4294967295 table "\$ROUTE_TABLE"/);
         assert.doesNotMatch(fn(script, "down"), /drop_policy_routing|drop_table/, "down keeps the kill switch");
@@ -65,7 +67,7 @@ describe("laptop renderers", () => {
     });
 
     it("macOS: routes, endpoint route, pf anchor, DNS and the roaming watcher", () => {
-        const script = renderLaptopScript(laptop("macos"));
+        const script = deliveredText(laptopFiles(laptop("macos")));
         const up = fn(script, "up");
         for (const route of ['route_set 4 0.0.0.0/1 "$VM_V4"', 'route_set 4 128.0.0.0/1 "$VM_V4"', 'route_set 6 ::/1 "$VM_V6"', 'route_set 6 8000::/1 "$VM_V6"', 'route_set 4 "$endpoint/32" "$gw" "$dev"']) {
             assert.ok(up.includes(route), route);
@@ -101,22 +103,21 @@ describe("laptop renderers", () => {
     });
 
     it("the shared logic is the same on both platforms; only the driver differs", () => {
-        const shared = (os: LaptopSettings["os"]) => {
-            const s = renderLaptopScript(laptop(os));
-            return s.slice(s.indexOf("# --- shared logic ---"));
-        };
-        assert.equal(shared("linux"), shared("macos"));
-        const linux = renderLaptopScript(laptop("linux"));
+        // The same files but settings.env and the driver (laptop-linux.sh or laptop-macos.sh).
+        const shared = (os: LaptopSettings["os"]) => laptopFiles(laptop(os)).filter((f) => !/settings\.env$|laptop-(linux|macos)\.sh$/.test(f.path)).map((f) => `${f.path.replace(/.*\//, "")}\n${f.content}`);
+        assert.deepEqual(shared("linux"), shared("macos"));
+        assert.equal(laptopFiles(laptop("linux")).length, shared("linux").length + 2);
+        const linux = deliveredText(laptopFiles(laptop("linux")));
         assert.doesNotMatch(linux, /pfctl|networksetup|launchctl|netstat/);
-        assert.doesNotMatch(renderLaptopScript(laptop("macos")), /\bnft\b|\bip route\b|resolvectl/);
+        assert.doesNotMatch(deliveredText(laptopFiles(laptop("macos"))), /\bnft\b|\bip route\b|resolvectl/);
         assert.match(fn(linux, "firewall_on"), /oifname "\$phys" ip saddr \$VM_V4 ip daddr \$endpoint udp dport \$ENDPOINT_PORT accept/);
     });
 
     it("is shellcheck-clean", { skip: !have("shellcheck") && "SKIPPED LOUDLY: shellcheck is not installed" }, () => {
         const scripts: [string, string, string][] = [
-            ["vm.sh", renderLaptopVmScript(vm), "bash"],
-            ["laptop.sh (linux)", renderLaptopScript(laptop("linux")), "bash"],
-            ["laptop.sh (macos)", renderLaptopScript(laptop("macos")), "bash"],
+            ["vm settings.env", renderLaptopVmSettings(vm), "bash"],
+            ["laptop settings.env (linux)", renderLaptopSettings(laptop("linux")), "bash"],
+            ["laptop settings.env (macos)", renderLaptopSettings(laptop("macos")), "bash"],
             ["vm install", renderLaptopVmInstallCommand(vm, gateway), "sh"],
             ["vm remove", renderLaptopVmRemoveCommand(), "sh"],
             ["laptop install (macos)", renderLaptopInstallCommand(laptop("macos")), "sh"],

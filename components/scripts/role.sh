@@ -1,26 +1,7 @@
-#!/bin/bash
-# wgexit laptop VM role. Rendered by components/laptopClient.render.ts; do not edit on the VM.
-#   install   install packages, make the key on this VM, enable at boot, bring up
-#   up        kill switch and firewall, then the tunnel (idempotent)
-#   down      take the tunnel down; the kill switch stays
-#   remove    undo everything install did
-#   status    the tunnel's handshake age and the kill switch; non-zero when something is off
-set -euo pipefail
-WG_IF='wgexit1'
-MTU='1420'
-ADDRESS_V4='10.66.0.3/32'
-ADDRESS_V6='fd66:66:66::3/128'
-ROUTE_TABLE='7701'
-VM_LINK='eth0'
-LAPTOP_V4='192.168.64.1'
-LAPTOP_V6='fd66:64::1'
-ROLE='wgexit-laptop-vm'
-ROLE_DIR='/etc/wgexit/laptop-vm'
-ROLE_SCRIPT='/etc/wgexit/laptop-vm/vm.sh'
-TABLE='wgexit_laptop_vm'
-UNIT='wgexit-laptop-vm.service'
-SYSCTL_FILE='/etc/sysctl.d/60-wgexit-laptop-vm.conf'
-
+# shellcheck shell=bash
+# Functions shared by the host roles (gateway, site, laptop VM): key, link, forwarding, one
+# nftables table, boot unit, status lines. The role script sets ROLE, ROLE_DIR, ROLE_SCRIPT,
+# WG_IF, TABLE, UNIT and SYSCTL_FILE (its settings.env), then sources this file.
 log() { printf '%s: %s\n' "$ROLE" "$*" >&2; }
 die() { log "$*"; exit 1; }
 has_systemd() { [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
@@ -148,27 +129,13 @@ drop_table() {
 	rm -f "$ROLE_DIR/applied.nft"
 }
 
-# --- status: lines the status command reads ------------------------------------------
-STATUS_BAD=0
-
-# check WHAT COMMAND...: runs COMMAND quietly and reports whether it succeeded.
-check() {
-	local what=$1
-	shift
-	if "$@" >/dev/null 2>&1; then
-		echo "check $what ok"
-	else
-		echo "check $what FAIL"
-		STATUS_BAD=1
-	fi
-}
 
 # One line per WireGuard peer of WG_IF; names come from the "# name" line above each
 # [Peer] in the given file.
 peer_status() {
 	local conf=$1 now key latest rx tx name age
 	now=$(date +%s)
-	while IFS=$'	' read -r key _ _ _ latest rx tx _; do
+	while IFS=$'\t' read -r key _ _ _ latest rx tx _; do
 		name=$(awk -v k="$key" '/^# / {n = $2} $1 == "PublicKey" && $3 == k {print n; exit}' "$conf")
 		if [ "$latest" = 0 ]; then age=never; else age=$((now - latest)); fi
 		echo "peer ${name:-$key} handshake=$age rx=$rx tx=$tx"
@@ -214,91 +181,3 @@ remove_unit() {
 		systemctl daemon-reload
 	fi
 }
-
-# Removes the policy routing of ROUTE_TABLE (rules at its preference, and the table).
-drop_policy_routing() {
-	local f
-	for f in 4 6; do
-		while ip "-$f" rule del pref "$ROUTE_TABLE" 2>/dev/null; do :; done
-		# flush leaves unreachable routes behind (IPv6), so the kill switch goes by name.
-		while ip "-$f" route del unreachable default table "$ROUTE_TABLE" 2>/dev/null; do :; done
-		ip "-$f" route flush table "$ROUTE_TABLE" 2>/dev/null || true
-	done
-}
-
-# The laptop's packets (and only those) are routed by ROUTE_TABLE: the tunnel, then an
-# unreachable default, so they never fall back to the VM's own uplink.
-sync_policy_routing() {
-	ip -4 route replace unreachable default metric 4294967295 table "$ROUTE_TABLE"
-	ip -4 rule show pref "$ROUTE_TABLE" | grep -q . || ip -4 rule add pref "$ROUTE_TABLE" iif "$VM_LINK" from "$LAPTOP_V4" lookup "$ROUTE_TABLE"
-	if [ -n "$LAPTOP_V6" ]; then
-		ip -6 route replace unreachable default metric 4294967295 table "$ROUTE_TABLE"
-		ip -6 rule show pref "$ROUTE_TABLE" | grep -q . || ip -6 rule add pref "$ROUTE_TABLE" iif "$VM_LINK" from "$LAPTOP_V6" lookup "$ROUTE_TABLE"
-	fi
-}
-
-vm_table() { cat "$ROLE_DIR/ruleset.nft"; }
-
-up() {
-	enable_forwarding
-	sync_policy_routing
-	apply_table vm_table
-	ensure_link
-	ip link set dev "$WG_IF" mtu "$MTU"
-	ip -4 address replace "$ADDRESS_V4" dev "$WG_IF"
-	if [ -e /proc/sys/net/ipv6 ]; then ip -6 address replace "$ADDRESS_V6" dev "$WG_IF" nodad; fi
-	sync_wireguard "$ROLE_DIR/peer.conf"
-	ip link set dev "$WG_IF" up
-	sysctl -q -w "net.ipv4.conf.$WG_IF.rp_filter=2" >/dev/null
-	ip -4 route replace default dev "$WG_IF" table "$ROUTE_TABLE"
-	if [ -n "$LAPTOP_V6" ]; then ip -6 route replace default dev "$WG_IF" table "$ROUTE_TABLE"; fi
-}
-
-down() {
-	delete_link "$WG_IF"
-}
-
-kill_switch_complete() {
-	ip -4 rule show pref "$ROUTE_TABLE" | grep . >/dev/null && ip -4 route show table "$ROUTE_TABLE" | grep '^unreachable default' >/dev/null
-}
-
-status() {
-	check "tunnel $WG_IF" link_exists "$WG_IF"
-	check "kill switch (rule and unreachable route)" kill_switch_complete
-	check "firewall inet $TABLE" table_exists
-	if link_exists "$WG_IF" >/dev/null 2>&1; then peer_status "$ROLE_DIR/peer.conf"; fi
-	return "$STATUS_BAD"
-}
-
-install() {
-	install_packages wg:wireguard-tools nft:nftables
-	ensure_key
-	install_unit "wgexit laptop VM (tunnel, SNAT and kill switch for the laptop)"
-	start_unit
-	up
-	cat "$ROLE_DIR/public.key"
-}
-
-remove() {
-	remove_unit
-	drop_table
-	drop_policy_routing
-	local previous
-	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)
-	delete_link "${previous:-$WG_IF}"
-	restore_sysctl
-	rm -f "$SYSCTL_FILE"
-	rm -rf "$ROLE_DIR"
-	rmdir /etc/wgexit 2>/dev/null || true
-}
-
-[ "$(id -u)" = 0 ] || die "run as root"
-case "${1:-}" in
-install) install ;;
-up) up ;;
-down) down ;;
-remove) remove ;;
-status) status ;;
-public-key) cat "$ROLE_DIR/public.key" ;;
-*) die "usage: $0 install|up|down|remove|status|public-key" ;;
-esac

@@ -1,0 +1,116 @@
+#!/bin/bash
+# shellcheck source-path=SCRIPTDIR disable=SC2153 # the settings come from settings.env
+# wgexit laptop role (Linux or macOS). Delivered with its platform's driver (laptop-linux.sh or
+# laptop-macos.sh), status.sh and its settings.env; do not edit here.
+# All traffic goes to the local VM that holds the tunnel; the physical uplink carries only
+# DHCP and the VM's WireGuard flow to the gateway.
+#   install   save what it changes, then up, and watch for network changes
+#   up        routes via the VM, the endpoint route via the current uplink, firewall, DNS
+#   reroute   re-detect the uplink (after roaming) and move the endpoint route and firewall
+#   down      put routes, firewall and DNS back as they were; keep the saved state
+#   remove    down, stop watching, delete everything
+#   status    routes, firewall and DNS; non-zero when something is off (the VM reports the tunnel)
+set -eu
+# Its settings come from settings.env beside it: ENDPOINT_HOST, ENDPOINT_PORT, LAPTOP_TABLE,
+#  NETWORK_SERVICE, RESOLVER, ROLE_SCRIPT, STATE_DIR, VM_V4, VM_V6, OS.
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=/dev/null
+. "$HERE/settings.env"
+
+log() { printf 'wgexit-laptop: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# The platform driver: the only place with OS-specific commands.
+# shellcheck source=laptop-linux.sh
+. "$HERE/laptop-$OS.sh"
+# --- shared logic ---
+uplink() {
+	local found
+	found=$(physical_gateway)
+	[ -n "$found" ] || die "no default route: connect to a network first"
+	echo "$found"
+}
+
+endpoint_v4() {
+	local address
+	address=$(resolve_v4 "$ENDPOINT_HOST")
+	[ -n "$address" ] || die "cannot resolve the gateway endpoint $ENDPOINT_HOST"
+	echo "$address"
+}
+
+up() {
+	local gw dev endpoint found previous
+	found=$(uplink)
+	gw=${found% *} dev=${found#* }
+	endpoint=$(endpoint_v4)
+	dns_save
+	# The firewall first: nothing leaks while the routes change.
+	firewall_on "$dev" "$endpoint"
+	previous=$(cat "$STATE_DIR/endpoint" 2>/dev/null || true)
+	if [ -n "$previous" ] && [ "$previous" != "$endpoint" ]; then route_unset 4 "$previous/32"; fi
+	route_set 4 "$endpoint/32" "$gw" "$dev"
+	echo "$endpoint" >"$STATE_DIR/endpoint"
+	route_set 4 0.0.0.0/1 "$VM_V4"
+	route_set 4 128.0.0.0/1 "$VM_V4"
+	if [ -n "$VM_V6" ]; then
+		route_set 6 ::/1 "$VM_V6"
+		route_set 6 8000::/1 "$VM_V6"
+	fi
+	dns_set
+}
+
+reroute() {
+	[ -e "$STATE_DIR/endpoint" ] || return 0
+	up
+}
+
+down() {
+	local endpoint
+	route_unset 4 0.0.0.0/1
+	route_unset 4 128.0.0.0/1
+	route_unset 6 ::/1
+	route_unset 6 8000::/1
+	endpoint=$(cat "$STATE_DIR/endpoint" 2>/dev/null || true)
+	if [ -n "$endpoint" ]; then route_unset 4 "$endpoint/32"; fi
+	rm -f "$STATE_DIR/endpoint"
+	dns_restore
+	firewall_off
+}
+
+# shellcheck source=status.sh
+. "$HERE/status.sh"
+
+routes_via_vm() { route_present 4 0.0.0.0/1 && route_present 4 128.0.0.0/1; }
+endpoint_routed() { [ -e "$STATE_DIR/endpoint" ] && route_present 4 "$(cat "$STATE_DIR/endpoint")/32"; }
+
+status() {
+	check "routes 0/1 and 128/1 via the VM" routes_via_vm
+	check "endpoint route via the uplink" endpoint_routed
+	check "uplink firewall" firewall_present
+	check "DNS $RESOLVER" dns_present
+	return "$STATUS_BAD"
+}
+
+install() {
+	mkdir -p "$STATE_DIR"
+	up
+	watch_on
+}
+
+remove() {
+	watch_off
+	down
+	rm -rf "$STATE_DIR"
+	rmdir "${STATE_DIR%/*}" 2>/dev/null || true
+}
+
+[ "$(id -u)" = 0 ] || die "run as root"
+case "${1:-}" in
+install) install ;;
+up) up ;;
+reroute) reroute ;;
+down) down ;;
+remove) remove ;;
+status) status ;;
+*) die "usage: $0 install|up|reroute|down|remove|status" ;;
+esac
