@@ -4,7 +4,7 @@
 import { stringify as toYaml } from "yaml";
 import type { PortForward, StackConfig } from "./config";
 import { parseCidr } from "./net";
-import { deliverAndRun, type FileToWrite, roleFiles, runIfPresent, scriptWithSettings, settingsFile, shq } from "./shell";
+import { deliverAndRun, type FileToWrite, preflight, roleFiles, runIfPresent, scriptWithSettings, settingsFile, shq } from "./shell";
 
 export const GATEWAY_DIR = "/etc/wgexit/gateway";
 export const GATEWAY_SCRIPT = `${GATEWAY_DIR}/gateway.sh`;
@@ -177,7 +177,7 @@ export function gatewayFiles(s: GatewaySettings): FileToWrite[] {
 
 /** The SSH command that installs (or converges) the gateway role on a host. */
 export function renderGatewayInstallCommand(s: GatewaySettings): string {
-    return deliverAndRun(gatewayFiles(s), `${shq(GATEWAY_SCRIPT)} install`);
+    return deliverAndRun(gatewayFiles(s), `${shq(GATEWAY_SCRIPT)} install`, preflight(GATEWAY_DIR, s.wgInterface));
 }
 
 export function renderGatewayRemoveCommand(): string {

@@ -175,7 +175,8 @@ export function resolveSites(sites: SiteConfig[], problems: ConfigProblem[]): Re
             }
             const taken = new Set<number>();
             for (const g of network.guests) if (g.hostIndex !== undefined) taken.add(g.hostIndex);
-            let next = 10;
+            // Static guests from .10 up; a small network (a /28 has 2-7) starts right after the bridge.
+            let next = half > 10 ? 10 : 2;
             const guests = network.guests.map((guest, k) => {
                 const key = `${where}.guests[${k}]`;
                 let index = guest.hostIndex;
@@ -183,12 +184,11 @@ export function resolveSites(sites: SiteConfig[], problems: ConfigProblem[]): Re
                     while (taken.has(next)) next++;
                     index = next;
                     taken.add(index);
-                } else if (index >= half) {
+                    } else if (index >= half) {
                     problems.push({ key: `${key}.hostIndex`, message: `${index} is in the DHCP pool of ${v4.text}; static guests use 2-${half - 1}` });
                 } else if (network.guests.some((g, other) => other < k && g.hostIndex === index)) {
                     problems.push({ key: `${key}.hostIndex`, message: `${index} is used by another guest on this network; give each guest its own index` });
                 }
-                if (index >= half) problems.push({ key, message: `no static address left below the DHCP pool of ${v4.text}; use a larger cidr` });
                 const mac = guest.mac ?? derivedMac(`${site.name}/${guest.name}`);
                 const prior = macs.get(mac);
                 if (prior) problems.push({ key: `${key}.mac`, message: `${mac} is also used by ${prior}; give each guest its own MAC` });
@@ -267,7 +267,12 @@ function allocate(entries: AllocationEntry[], tunnelCidr: string | undefined, tu
     const v4 = tunnelCidr ? parseCidr(tunnelCidr) : undefined;
     const v6 = tunnelCidrV6 ? parseCidr(tunnelCidrV6) : undefined;
     if (!v4 || !v6) return [];
-    const maxIndex = Math.min(Number(size(v4)), Number(size(v6))) - 2;
+    // Every peer takes the same index in both blocks, so the IPv6 block must hold as many.
+    if (size(v6) < size(v4)) {
+        problems.push({ key: `${PROJECT}:tunnelCidrV6`, message: `${v6.text} holds fewer addresses than tunnelCidr ${v4.text}, and every peer needs one of each; use a /64, for example "fd66:66:66::/64"` });
+        return [];
+    }
+    const maxIndex = Number(size(v4)) - 2;
     const taken = new Map<number, string>();
     for (const e of entries) {
         if (e.hostIndex === undefined) continue;

@@ -2,19 +2,20 @@
 // overlap across keys, names shared by sites, peers and laptops).
 import type { ConfigKey, ConfigProblem, LaptopConfig, OciConfig, PeerConfig, SiteConfig } from "./config.schema";
 import { PROJECT } from "./config.schema";
-import { overlaps, parseCidr } from "./net";
+import { contains, isAddress, isPrivate, overlaps, parseCidr } from "./net";
 
 export function checkOverlaps(v: Partial<Record<ConfigKey, unknown>>, problems: ConfigProblem[]): void {
-    const blocks: { key: string; text: string }[] = [];
-    const add = (key: string, value: unknown) => {
-        if (typeof value === "string") blocks.push({ key, text: value });
+    // lan: the site whose home network it is (two homes may well both use 192.168.1.0/24).
+    const blocks: { key: string; text: string; lanOf?: number }[] = [];
+    const add = (key: string, value: unknown, lanOf?: number) => {
+        if (typeof value === "string") blocks.push({ key, text: value, lanOf });
     };
     add(`${PROJECT}:tunnelCidr`, v.tunnelCidr);
     add(`${PROJECT}:tunnelCidrV6`, v.tunnelCidrV6);
     const sites = (v.sites as SiteConfig[] | undefined) ?? [];
     sites.forEach((s, i) => {
         s.lanCidrs.forEach((c, j) => {
-            add(`${PROJECT}:sites[${i}].lanCidrs[${j}]`, c);
+            add(`${PROJECT}:sites[${i}].lanCidrs[${j}]`, c, i);
         });
         s.networks.forEach((n, j) => {
             add(`${PROJECT}:sites[${i}].networks[${j}].cidr`, n.cidr);
@@ -31,6 +32,8 @@ export function checkOverlaps(v: Partial<Record<ConfigKey, unknown>>, problems: 
 
     for (let i = 0; i < blocks.length; i++) {
         for (let j = i + 1; j < blocks.length; j++) {
+            const differentHomes = blocks[i].lanOf !== undefined && blocks[j].lanOf !== undefined && blocks[i].lanOf !== blocks[j].lanOf;
+            if (differentHomes) continue;
             const a = parseCidr(blocks[i].text);
             const b = parseCidr(blocks[j].text);
             if (a && b && overlaps(a, b)) {
@@ -44,6 +47,72 @@ export function checkOverlaps(v: Partial<Record<ConfigKey, unknown>>, problems: 
     if (typeof v.tunnelCidr === "string") {
         const t = parseCidr(v.tunnelCidr);
         if (t && t.prefix > 29) problems.push({ key: `${PROJECT}:tunnelCidr`, message: `${t.text} is too small for a gateway and peers; use /29 or larger, for example "10.66.0.0/24"` });
+    }
+}
+
+/**
+ * One role per host: a site's KVM host and a laptop's VM each hold one role directory, route
+ * table and key (/etc/wgexit/site, /etc/wgexit/laptop-vm), so two of them on one host would
+ * overwrite each other (the second install would remove the first one's kill switch).
+ */
+export function checkHosts(sites: SiteConfig[], laptops: LaptopConfig[], problems: ConfigProblem[]): void {
+    const seen = new Map<string, string>();
+    const claim = (key: string, c: { host: string; port: number }, role: string) => {
+        const id = `${role}|${c.host.toLowerCase()}:${c.port}`;
+        const prior = seen.get(id);
+        if (prior) problems.push({ key, message: `${c.host}:${c.port} already runs a ${role} for ${prior}; one host holds one ${role} (its directory, route table and key), so give each its own host` });
+        else seen.set(id, key);
+    };
+    sites.forEach((s, i) => {
+        claim(`${PROJECT}:sites[${i}].connection.host`, s.connection, "site");
+    });
+    laptops.forEach((l, i) => {
+        claim(`${PROJECT}:laptops[${i}].vm.host`, l.vm, "laptop VM");
+        claim(`${PROJECT}:laptops[${i}].laptop.host`, l.laptop, "laptop");
+    });
+}
+
+/**
+ * What the gateway routes into the tunnel (the tunnel blocks, guest networks, peers'
+ * allowedIps) becomes a route on the gateway: a public prefix there takes that part of the
+ * internet away from the gateway, and one holding the gateway's own address or an operator's
+ * address sends SSH replies into the tunnel in the middle of an apply.
+ */
+export function checkRoutedPrefixes(v: Partial<Record<ConfigKey, unknown>>, problems: ConfigProblem[]): void {
+    const routed: { key: string; text: string; publicAllowed: boolean }[] = [];
+    const add = (key: string, text: unknown, publicAllowed = false) => {
+        if (typeof text === "string") routed.push({ key, text, publicAllowed });
+    };
+    add(`${PROJECT}:tunnelCidr`, v.tunnelCidr);
+    add(`${PROJECT}:tunnelCidrV6`, v.tunnelCidrV6);
+    ((v.sites as SiteConfig[] | undefined) ?? []).forEach((s, i) => {
+        s.networks.forEach((n, j) => {
+            add(`${PROJECT}:sites[${i}].networks[${j}].cidr`, n.cidr);
+            add(`${PROJECT}:sites[${i}].networks[${j}].cidrV6`, n.cidrV6);
+        });
+    });
+    ((v.peers as PeerConfig[] | undefined) ?? []).forEach((p, i) => {
+        p.allowedIps.forEach((c, j) => {
+            add(`${PROJECT}:peers[${i}].allowedIps[${j}]`, c, p.allowPublicPrefixes);
+        });
+    });
+    const existing = v.placement === "existing" ? (v.existing as { host?: string } | undefined) : undefined;
+    const protectedPrefixes = [
+        ...((v.adminCidrs as string[] | undefined) ?? []).map((c, i) => ({ key: `${PROJECT}:adminCidrs[${i}]`, cidr: parseCidr(c), what: "an operator's address" })),
+        ...(existing?.host && isAddress(existing.host) ? [{ key: `${PROJECT}:existing.host`, cidr: parseCidr(`${existing.host}/${isAddress(existing.host, 4) ? 32 : 128}`), what: "the gateway's own address" }] : []),
+    ];
+    for (const r of routed) {
+        const c = parseCidr(r.text);
+        if (!c) continue;
+        if (!r.publicAllowed && !isPrivate(c)) {
+            const optIn = r.key.includes(".allowedIps[") ? "; if the peer really owns it, set allowPublicPrefixes: true on the peer" : "";
+            problems.push({ key: r.key, message: `${c.text} is public address space: routed into the tunnel, it would take those addresses away from the gateway's internet; use a private (RFC 1918) or ULA (fd00::/8) prefix, for example "192.168.200.0/24"${optIn}` });
+        }
+        for (const p of protectedPrefixes) {
+            if (p.cidr && p.cidr.family === c.family && contains(c, p.cidr)) {
+                problems.push({ key: r.key, message: `${c.text} contains ${p.what} (${p.key}, ${p.cidr.text}): the gateway would route it into the tunnel and lose that connection; narrow the prefix` });
+            }
+        }
     }
 }
 

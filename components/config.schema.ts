@@ -166,7 +166,8 @@ const ovhSchema = z
             serviceName: text('"0123456789abcdef0123456789abcdef"').regex(/^[a-f0-9]{32}$/, {
                 error: 'is not an OVH Public Cloud project id (32 hex characters), for example "0123456789abcdef0123456789abcdef"',
             }),
-            region: text('"GRA11"').regex(/^[A-Z]{2,5}[0-9]{0,3}$/, { error: 'is not an OVH region, for example "GRA11" or "BHS5"' }),
+            // One-zone regions ("GRA11", "BHS5") and 3-AZ regions ("EU-WEST-PAR"), as OVH's API spells them.
+            region: text('"GRA11"').regex(/^([A-Z]{2,5}[0-9]{0,3}|[A-Z]{2}(-[A-Z]+){2})$/, { error: 'is not an OVH region, for example "GRA11", "BHS5" or "EU-WEST-PAR"' }),
             flavorName: text('"d2-2"').default("d2-2"),
             imageName: text('"Ubuntu 24.04"').default("Ubuntu 24.04"),
             billingPeriod: z.enum(["hourly", "monthly"], { error: 'must be "hourly" or "monthly"' }).default("hourly"),
@@ -211,13 +212,30 @@ const guestSchema = z
     })
     .strict();
 
+/** A resolver handed to guests or clients: DHCP and WireGuard configs carry addresses, not names. */
+const resolverAddress = (example: string) =>
+    text(example).refine((value) => isAddress(value), { error: `is not an IP address; resolvers are handed out by address (DHCP, a client's DNS line), for example ${example}` });
+
+/**
+ * A policy-routing table. Its number is also the priority of the rule that selects it, and
+ * that rule must be looked at before the main table's (priority 32766), or it never matches.
+ */
+const routeTable = (fallback: number) =>
+    z
+        .number({ error: `must be a number, for example ${fallback}` })
+        .int()
+        .min(1, { error: `must be 1-32765 (it is also the rule's priority, which must come before the main table's 32766), for example ${fallback}` })
+        .max(32765, { error: `must be 1-32765 (it is also the rule's priority, which must come before the main table's 32766), for example ${fallback}` })
+        .refine((t) => t < 253 || t > 255, { error: `253-255 are the kernel's default, main and local tables; use another, for example ${fallback}` })
+        .default(fallback);
+
 const networkSchema = z
     .object({
         name: name('"wgnet"'),
         bridge: interfaceName('"virbr-wg"'),
         cidr: cidr(4, '"192.168.100.0/24"'),
         cidrV6: cidr(6, '"fd66:100::/64"').optional(),
-        resolvers: z.array(hostName('"9.9.9.9"')).default(["9.9.9.9", "2620:fe::fe"]),
+        resolvers: z.array(resolverAddress('"9.9.9.9"')).default(["9.9.9.9", "2620:fe::fe"]),
         guests: z.array(guestSchema).default([]),
     })
     .strict();
@@ -231,13 +249,7 @@ const siteSchema = z
         lanCidrs: z.array(cidr("any", '"192.168.1.0/24"')).default([]),
         allowInboundFrom: z.array(cidr("any", '"10.66.0.0/24"')).default([]),
         serveDns: z.boolean().default(false),
-        routeTable: z
-            .number()
-            .int()
-            .min(1)
-            .max(2147483647)
-            .refine((t) => t < 253 || t > 255, { error: "253-255 are the kernel's default, main and local tables; use another, for example 7700" })
-            .default(7700),
+        routeTable: routeTable(7700),
         domainType: z.enum(["kvm", "qemu"], { error: 'must be "kvm" (hardware virtualization) or "qemu" (software emulation)' }).default("kvm"),
         poolDir: absolutePath('"/var/lib/libvirt/images/wgexit"').default("/var/lib/libvirt/images/wgexit"),
         networks: z.array(networkSchema).min(1, { error: "needs at least one routed network" }),
@@ -264,9 +276,10 @@ const laptopSchema = z
         wgInterface: interfaceName('"wgexit1"').default("wgexit1"),
         hostIndex: z.number().int().min(2).optional(),
         resolver: address(4, '"9.9.9.9"').default("9.9.9.9"),
-        routeTable: z.number().int().min(1).max(2147483647).refine((t) => t < 253 || t > 255, { error: "253-255 are the kernel's own tables; use another, for example 7701" }).default(7701),
+        routeTable: routeTable(7701),
         // macOS: the network service whose DNS is set, as `networksetup -listallnetworkservices` names it.
-        networkService: text('"Wi-Fi"').regex(/^[A-Za-z0-9 ._()-]{1,64}$/, { error: 'must be a network service name such as "Wi-Fi"' }).default("Wi-Fi"),
+        // Stock names include "/" ("USB 10/100/1000 LAN"); the value reaches the laptop quoted.
+        networkService: text('"Wi-Fi"').regex(/^[A-Za-z0-9 ._()/,+-]{1,64}$/, { error: 'must be a network service name as `networksetup -listallnetworkservices` prints it, such as "Wi-Fi"' }).default("Wi-Fi"),
     })
     .strict();
 
@@ -295,9 +308,11 @@ const peerSchema = z
         publicKey: wgPublicKey.optional(),
         generateKey: z.boolean().default(false),
         // Put into the client config this peer imports.
-        dns: z.array(hostName('"9.9.9.9"')).default(["9.9.9.9", "2620:fe::fe"]),
+        dns: z.array(resolverAddress('"9.9.9.9"')).default(["9.9.9.9", "2620:fe::fe"]),
         hostIndex: z.number().int().min(2).optional(),
         allowedIps: z.array(cidr("any", '"192.168.200.0/24"')).default([]),
+        // allowedIps outside private/ULA space are refused unless this says the peer owns them.
+        allowPublicPrefixes: z.boolean({ error: "must be true or false" }).default(false),
         canReach: z.array(name('"home"')).default([]),
     })
     .strict();

@@ -10,7 +10,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { allocatePeers, type PortForward, type ResolvedSite, resolvePortForwards, resolveSites, type TunnelPeer } from "./config.allocate";
-import { checkNames, checkOverlaps } from "./config.checks";
+import { checkHosts, checkNames, checkOverlaps, checkRoutedPrefixes } from "./config.checks";
 import {
     CONFIG_KEYS,
     type ConfigKey,
@@ -186,13 +186,21 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         requireKey("sshPublicKey", "to log in to the new instance", '"ssh-ed25519 AAAA... you@laptop"');
     }
 
-    // World-open SSH needs an explicit opt-in.
+    // World-open SSH needs an explicit opt-in, also when the world comes in slices: no IPv4
+    // prefix shorter than /8 and no IPv6 prefix shorter than /16 (0.0.0.0/1 + 128.0.0.0/1 is /0).
     (v.adminCidrs ?? []).forEach((c, i) => {
         const parsed = parseCidr(c);
-        if (parsed && parsed.prefix === 0 && v.allowWorldSsh !== true) {
+        if (!parsed || v.allowWorldSsh === true) return;
+        const widest = parsed.family === 4 ? 8 : 16;
+        if (parsed.prefix === 0) {
             problems.push({
                 key: `${PROJECT}:adminCidrs[${i}]`,
                 message: `"${c}" opens SSH to the whole internet; list your own address instead (for example "203.0.113.7/32"), or set allowWorldSsh: true if you really mean it`,
+            });
+        } else if (parsed.prefix < widest) {
+            problems.push({
+                key: `${PROJECT}:adminCidrs[${i}]`,
+                message: `"${c}" opens SSH to 1/${2 ** parsed.prefix} of the internet (IPv${parsed.family} prefixes must be /${widest} or longer); list your own address instead (for example "203.0.113.7/32"), or set allowWorldSsh: true if you really mean it`,
             });
         }
     });
@@ -219,6 +227,8 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
     });
     checkOverlaps(v, problems);
     checkNames(v.sites ?? [], v.peers ?? [], v.laptops ?? [], problems);
+    checkHosts(v.sites ?? [], v.laptops ?? [], problems);
+    checkRoutedPrefixes(v, problems);
 
     if (problems.length > 0) throw new ConfigError(problems);
 

@@ -63,7 +63,8 @@ export function renderDomainXml(g: ResolvedGuest, p: GuestPlacement): string {
 export function renderGuestUserData(g: ResolvedGuest): string {
     const doc = {
         hostname: g.name,
-        users: [{ name: g.user, groups: ["sudo"], shell: "/bin/bash", sudo: "ALL=(ALL) NOPASSWD:ALL", lock_passwd: true, ssh_authorized_keys: g.sshAuthorizedKeys }],
+        // cloud-init's schema refuses an empty key list: a guest without keys has none (console only).
+        users: [{ name: g.user, groups: ["sudo"], shell: "/bin/bash", sudo: "ALL=(ALL) NOPASSWD:ALL", lock_passwd: true, ...(g.sshAuthorizedKeys.length ? { ssh_authorized_keys: g.sshAuthorizedKeys } : {}) }],
         ssh_pwauth: false,
     };
     return `#cloud-config\n${toYaml(doc, { lineWidth: 0 })}`;

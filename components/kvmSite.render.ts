@@ -4,7 +4,7 @@
 import { create as createXml } from "xmlbuilder2";
 import type { PortForward, ResolvedNetwork } from "./config";
 import { parseCidr } from "./net";
-import { deliverAndRun, type FileToWrite, roleFiles, runIfPresent, settingsFile, shq } from "./shell";
+import { deliverAndRun, type FileToWrite, preflight, roleFiles, runIfPresent, settingsFile, shq } from "./shell";
 
 export const SITE_DIR = "/etc/wgexit/site";
 export const SITE_SCRIPT = `${SITE_DIR}/site.sh`;
@@ -179,7 +179,7 @@ export function siteFiles(s: SiteSettings, g: SiteGateway): FileToWrite[] {
 
 /** Installs or converges the site role; the last line of its output is the site's public key. */
 export function renderSiteInstallCommand(s: SiteSettings, g: SiteGateway): string {
-    return deliverAndRun(siteFiles(s, g), `${shq(SITE_SCRIPT)} install`);
+    return deliverAndRun(siteFiles(s, g), `${shq(SITE_SCRIPT)} install`, preflight(SITE_DIR, s.wgInterface, s.networks.map((n) => n.bridge)));
 }
 
 export function renderSiteRemoveCommand(): string {

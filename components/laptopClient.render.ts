@@ -2,7 +2,7 @@
 // laptop-vm.sh: tunnel, SNAT, kill switch) and of the laptop role (laptop.sh: one body of
 // shared logic plus a small platform driver, laptop-linux.sh or laptop-macos.sh; only the
 // driver's functions differ, so the Linux lab exercises the shared logic).
-import { deliverAndRun, type FileToWrite, roleFiles, runIfPresent, settingsFile, shq } from "./shell";
+import { deliverAndRun, type FileToWrite, preflight, roleFiles, runIfPresent, settingsFile, shq } from "./shell";
 
 export const VM_DIR = "/etc/wgexit/laptop-vm";
 export const VM_SCRIPT = `${VM_DIR}/vm.sh`;
@@ -145,7 +145,7 @@ function anyShell(script: string): string {
 }
 
 export function renderLaptopVmInstallCommand(s: LaptopVmSettings, g: LaptopGateway): string {
-    return deliverAndRun(laptopVmFiles(s, g), `${shq(VM_SCRIPT)} install`);
+    return deliverAndRun(laptopVmFiles(s, g), `${shq(VM_SCRIPT)} install`, preflight(VM_DIR, s.wgInterface));
 }
 
 export function renderLaptopVmRemoveCommand(): string {

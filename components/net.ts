@@ -42,6 +42,14 @@ export function hasHostBits(text: string): boolean {
     return addr.bigInt() !== addr.startAddress().bigInt();
 }
 
+/** Private space: RFC 1918, shared address space (RFC 6598) and IPv6 unique local addresses. */
+const PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"].map((c) => parseCidr(c) as Cidr);
+
+/** True when the whole prefix lies in private (RFC 1918, RFC 6598) or ULA space. */
+export function isPrivate(c: Cidr): boolean {
+    return PRIVATE.some((p) => p.family === c.family && contains(p, c));
+}
+
 export function isAddress(text: string, family?: Family): boolean {
     if (text.includes("/")) return false;
     if (family !== 6 && Address4.isValid(text)) return true;

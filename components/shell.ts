@@ -43,8 +43,9 @@ export interface FileToWrite {
  * It is a single string, so @pulumi/command sends it to the host's shell unchanged;
  * each file travels as a quoted heredoc, so nothing in it is expanded.
  */
-export function deliverAndRun(files: FileToWrite[], command: string): string {
+export function deliverAndRun(files: FileToWrite[], command: string, preflight?: string): string {
     const lines = ["set -eu", 'S=""; [ "$(id -u)" = 0 ] || S="sudo -n"'];
+    if (preflight) lines.push(preflight);
     for (const f of files) {
         const dir = f.path.replace(/\/[^/]+$/, "");
         const marker = `WGEXIT_${f.path.replace(/[^A-Za-z0-9]/g, "_").toUpperCase()}_EOF`;
@@ -70,6 +71,16 @@ export function roleFiles(dir: string, role: { script: string; as: string }, set
         ...shared.map((name) => ({ path: `${dir}/${name}`, content: scriptFile(name), mode: "0644" })),
         { path: `${dir}/${role.as}`, content: scriptFile(role.script), mode: "0755" },
     ];
+}
+
+/**
+ * Runs components/scripts/preflight.sh from stdin, before anything is delivered: a refusal
+ * leaves the host exactly as it was. Its arguments: the role's directory, its WireGuard
+ * link, and (a site) its bridges.
+ */
+export function preflight(roleDir: string, wgInterface: string, bridges: string[] = []): string {
+    const marker = "WGEXIT_PREFLIGHT_EOF";
+    return `$S bash -s -- ${[roleDir, wgInterface, ...bridges].map(shq).join(" ")} <<'${marker}'\n${scriptFile("preflight.sh").replace(/\n$/, "")}\n${marker}`;
 }
 
 /** Runs a command as root if it exists; succeeds quietly when it does not (used by delete steps). */

@@ -319,6 +319,7 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
         lab.record(group, "a month later, with a newer image upstream, `pulumi up` changes nothing", later.executions.length === 0, later.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
     } else {
         await signInChecks(lab, group, overrides);
+        await adoptionRefused(lab, group, overrides);
     }
 
     // A new peer is applied in place: only the peers step runs, and the tunnel is not restarted.
@@ -368,6 +369,21 @@ async function signInChecks(lab: Lab, group: string, overrides: Overrides): Prom
     const pinned = await lab.apply({ ...withPassphrase, existing: { ...existing, hostKey: realHostKey } }, false, { allowFailure: true });
     lab.record(group, "the host's own key, pinned, is accepted", pinned.failures.length === 0, pinned.failures[0]?.slice(0, 200) ?? `${pinned.executions.length} steps`);
     await lab.apply(overrides);
+}
+
+/**
+ * A wgInterface that names the host's own uplink: the install refuses before it changes
+ * anything (before, it took over eth0: new MTU and addresses on the uplink, then failed).
+ */
+async function adoptionRefused(lab: Lab, group: string, overrides: Overrides): Promise<void> {
+    const w = lab.world;
+    const before = await w.hostSnapshot("cloud");
+    const refused = await lab.apply({ ...overrides, wgInterface: "eth0" }, false, { allowFailure: true });
+    const after = await w.hostSnapshot("cloud");
+    const said = refused.failures.join("\n").match(/.*refused before any change.*/)?.[0] ?? "";
+    lab.record(group, "a wgInterface naming the host's uplink is refused before any change, the host byte-identical", /a link named eth0 already exists/.test(said) && before === after, before === after ? said.trim() : diffLines(before, after));
+    const again = await lab.apply(overrides);
+    lab.record(group, "after the refusal the operator's SSH still works and nothing is left to do", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
 }
 
 /**

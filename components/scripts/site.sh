@@ -142,6 +142,12 @@ network_up() {
 	local name=$1 xml="$ROLE_DIR/networks/$1.xml"
 	need_virsh
 	[ -e "$xml" ] || die "no $xml"
+	# A network of that name that this site never applied is someone else's (libvirt's own
+	# "default", another tool's): refuse, and take back the file this step just delivered.
+	if virsh -q net-info "$name" >/dev/null 2>&1 && [ ! -e "$ROLE_DIR/networks/$name.applied" ]; then
+		rm -f "$xml"
+		die "refused before any change: a libvirt network named $name already exists and was not made by this site; give the network another name"
+	fi
 	if virsh -q net-info "$name" >/dev/null 2>&1 && ! cmp -s "$xml" "$ROLE_DIR/networks/$name.applied"; then
 		log "network $name changed: restarting it; running guests on it need a restart to reattach"
 		virsh -q net-destroy "$name" >/dev/null 2>&1 || true

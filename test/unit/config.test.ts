@@ -38,6 +38,23 @@ const forward = (over: Record<string, unknown> = {}) => ({
 const siteWithGuest = () => site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests: [{ name: "web1", image: "/img/a.qcow2" }] }] });
 
 describe("valid configs", () => {
+    it("a peer that owns public space may route it, once it says so", () => {
+        const cfg = parseStackConfig(raw({ ...baseConfig("existing"), peers: [{ name: "office", publicKey: PEER_KEY, allowedIps: ["192.0.2.0/28"], allowPublicPrefixes: true }] }));
+        assert.deepEqual(cfg.peers[0].allowedIps, ["192.0.2.0/28"]);
+    });
+    it("two homes may use the same LAN prefix (they are different places)", () => {
+        const cabin = site({ name: "cabin", connection: { host: "192.168.1.20", user: "root" }, networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.110.0/24" }] });
+        assert.equal(parseStackConfig(raw({ ...baseConfig("existing"), sites: [site(), cabin] })).sites.length, 2);
+    });
+    it("accepts names as the vendors spell them: a macOS service with '/', an OVH 3-AZ region", () => {
+        assert.equal(parseStackConfig(raw({ ...baseConfig("existing"), laptops: [laptop({ networkService: "USB 10/100/1000 LAN" })] })).laptops[0].networkService, "USB 10/100/1000 LAN");
+        assert.equal(parseStackConfig(raw({ ...baseConfig("ovh"), ovh: { serviceName: "0123456789abcdef0123456789abcdef", region: "EU-WEST-PAR" } })).ovh?.region, "EU-WEST-PAR");
+    });
+    it("a small network gives its guests static addresses below its DHCP pool, pinned or not", () => {
+        const small = site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/28", guests: [{ name: "a", image: "/img/a.qcow2", hostIndex: 2 }, { name: "b", image: "/img/a.qcow2" }] }] });
+        const cfg = parseStackConfig(raw({ ...baseConfig("existing"), sites: [small] }));
+        assert.deepEqual(cfg.sites[0].networks[0].guests.map((g) => g.addressV4), ["192.168.100.2", "192.168.100.3"]);
+    });
     it("resolves a port forward to its guest's static address and bridge", () => {
         const cfg = parseStackConfig(raw({ ...baseConfig("existing"), sites: [siteWithGuest()], portForwards: [forward({ toPort: 8443 }), forward({ name: "dns", protocol: "udp", port: 53, guest: undefined, address: "192.168.100.200" })] }));
         assert.deepEqual(cfg.portForwards, [
@@ -156,6 +173,20 @@ const MALFORMED: [string, Record<string, unknown>, string, RegExp][] = [
     ["peer without a key", { ...baseConfig("existing"), peers: [{ name: "phone" }] }, "wgexit:peers[0].publicKey", /wg pubkey.*generateKey: true/],
     ["peer with a key and generateKey", { ...baseConfig("existing"), peers: [{ name: "phone", publicKey: PEER_KEY, generateKey: true }] }, "wgexit:peers[0].publicKey", /not both/],
     ["sites is not a list", { ...baseConfig("existing"), sites: { name: "home" } }, "wgexit:sites", /list of sites/],
+    ["no admin address (the gateway would drop SSH)", { ...baseConfig("existing"), adminCidrs: [] }, "wgexit:adminCidrs", /is required so the gateway knows who may reach SSH/],
+    ["the internet in two halves for SSH", { ...baseConfig("existing"), adminCidrs: ["0.0.0.0/1", "128.0.0.0/1"] }, "wgexit:adminCidrs[1]", /opens SSH to 1\/2 of the internet \(IPv4 prefixes must be \/8 or longer\)/],
+    ["an IPv6 slice of the internet for SSH", { ...baseConfig("existing"), adminCidrs: ["2000::/3"] }, "wgexit:adminCidrs[0]", /1\/8 of the internet \(IPv6 prefixes must be \/16 or longer\)/],
+    ["a route table the main table's rule comes before", { ...baseConfig("existing"), sites: [site({ routeTable: 40000 })] }, "wgexit:sites[0].routeTable", /1-32765 \(it is also the rule's priority, which must come before the main table's 32766\)/],
+    ["a laptop route table the main table's rule comes before", { ...baseConfig("existing"), laptops: [laptop({ routeTable: 32766 })] }, "wgexit:laptops[0].routeTable", /1-32765/],
+    ["a resolver given as a name", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", resolvers: ["dns.quad9.net"] }] })] }, "wgexit:sites[0].networks[0].resolvers[0]", /not an IP address; resolvers are handed out by address/],
+    ["a client DNS given as a name", { ...baseConfig("existing"), peers: [{ name: "phone", publicKey: PEER_KEY, dns: ["dns.quad9.net"] }] }, "wgexit:peers[0].dns[0]", /not an IP address/],
+    ["two sites on one host", { ...baseConfig("existing"), sites: [site(), site({ name: "cabin", networks: [{ name: "wgnet", bridge: "virbr-wg2", cidr: "192.168.110.0/24" }] })] }, "wgexit:sites[1].connection.host", /192\.168\.1\.10:22 already runs a site for wgexit:sites\[0\]\.connection\.host; one host holds one site/],
+    ["two laptops naming one VM", { ...baseConfig("existing"), laptops: [laptop(), laptop({ name: "mac2", laptop: { host: "192.168.64.5", user: "admin" } })] }, "wgexit:laptops[1].vm.host", /already runs a laptop VM/],
+    ["a peer routing public space", { ...baseConfig("existing"), peers: [{ name: "office", publicKey: PEER_KEY, allowedIps: ["8.8.8.0/24"] }] }, "wgexit:peers[0].allowedIps[0]", /8\.8\.8\.0\/24 is public address space.*allowPublicPrefixes: true/],
+    ["a peer routing the operator's own address", { ...baseConfig("existing"), peers: [{ name: "office", publicKey: PEER_KEY, allowedIps: ["203.0.113.0/24"], allowPublicPrefixes: true }] }, "wgexit:peers[0].allowedIps[0]", /contains an operator's address \(wgexit:adminCidrs\[0\], 203\.0\.113\.7\/32\).*narrow the prefix/],
+    ["a peer routing the gateway's own address", { ...baseConfig("existing"), peers: [{ name: "office", publicKey: PEER_KEY, allowedIps: ["198.51.100.0/24"], allowPublicPrefixes: true }] }, "wgexit:peers[0].allowedIps[0]", /contains the gateway's own address \(wgexit:existing\.host/],
+    ["a guest network in public space", { ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "198.18.100.0/24" }] })] }, "wgexit:sites[0].networks[0].cidr", /is public address space/],
+    ["an IPv6 tunnel block smaller than the IPv4 one", { ...baseConfig("existing"), tunnelCidrV6: "fd66:66:66::/126" }, "wgexit:tunnelCidrV6", /holds fewer addresses than tunnelCidr 10\.66\.0\.0\/24.*use a \/64/],
 ];
 
 describe("malformed configs", () => {

@@ -169,9 +169,13 @@ describe("KVM site renderers", () => {
         }
     });
 
-    it("guest user data passes cloud-init schema", { skip: !have("cloud-init") && "SKIPPED LOUDLY: cloud-init is not installed" }, () => {
-        const r = cloudInitSchema(renderGuestUserData(web));
-        assert.equal(r.status, 0, r.out);
+    it("guest user data passes cloud-init schema, with keys and without", { skip: !have("cloud-init") && "SKIPPED LOUDLY: cloud-init is not installed" }, () => {
+        for (const guest of [web, { ...web, sshAuthorizedKeys: [] }]) {
+            const userData = renderGuestUserData(guest);
+            const r = cloudInitSchema(userData);
+            assert.equal(r.status, 0, `${r.out}\n${userData}`);
+        }
+        assert.doesNotMatch(renderGuestUserData({ ...web, sshAuthorizedKeys: [] }), /ssh_authorized_keys/);
     });
 });
 

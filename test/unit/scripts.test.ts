@@ -57,6 +57,9 @@ describe("host scripts as files", () => {
         const command = renderGatewayInstallCommand(settings);
         for (const name of ["gateway.sh", "role.sh", "status.sh"]) assert.ok(command.includes(scriptFile(name).replace(/\n$/, "")), `${name} is delivered as it stands`);
         assert.ok(renderGatewayCloudInit(settings, "ssh-ed25519 AAAA").includes("ensure_key()"), "cloud-init delivers the same files");
+        // The preflight comes on stdin before the first file is written: a refusal changes nothing.
+        assert.ok(command.indexOf("bash -s -- '/etc/wgexit/gateway' 'wg0'") < command.indexOf(" tee "), "preflight first");
+        assert.ok(command.includes(scriptFile("preflight.sh").replace(/\n$/, "")));
     });
 
     it("no shell escapes in TypeScript (git grep -c '\\\\\\$' components finds none)", () => {
