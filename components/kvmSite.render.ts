@@ -179,7 +179,7 @@ export function siteFiles(s: SiteSettings, g: SiteGateway): FileToWrite[] {
 
 /** Installs or converges the site role; the last line of its output is the site's public key. */
 export function renderSiteInstallCommand(s: SiteSettings, g: SiteGateway): string {
-    return deliverAndRun(siteFiles(s, g), `${shq(SITE_SCRIPT)} install`, preflight(SITE_DIR, s.wgInterface, s.networks.map((n) => n.bridge)));
+    return deliverAndRun(siteFiles(s, g), `${shq(SITE_SCRIPT)} install`, preflight(SITE_DIR, s.wgInterface, s.routeTable, s.networks.map((n) => n.bridge)));
 }
 
 export function renderSiteRemoveCommand(): string {

@@ -76,11 +76,12 @@ export function roleFiles(dir: string, role: { script: string; as: string }, set
 /**
  * Runs components/scripts/preflight.sh from stdin, before anything is delivered: a refusal
  * leaves the host exactly as it was. Its arguments: the role's directory, its WireGuard
- * link, and (a site) its bridges.
+ * link, its policy-routing table (none for the gateway), and (a site) its bridges.
  */
-export function preflight(roleDir: string, wgInterface: string, bridges: string[] = []): string {
+export function preflight(roleDir: string, wgInterface: string, routeTable?: number, bridges: string[] = []): string {
     const marker = "WGEXIT_PREFLIGHT_EOF";
-    return `$S bash -s -- ${[roleDir, wgInterface, ...bridges].map(shq).join(" ")} <<'${marker}'\n${scriptFile("preflight.sh").replace(/\n$/, "")}\n${marker}`;
+    const args = [roleDir, wgInterface, routeTable ?? "", ...bridges].map(shq).join(" ");
+    return `$S bash -s -- ${args} <<'${marker}'\n${scriptFile("preflight.sh").replace(/\n$/, "")}\n${marker}`;
 }
 
 /** Runs a command as root if it exists; succeeds quietly when it does not (used by delete steps). */

@@ -58,9 +58,35 @@ describe("host scripts as files", () => {
         for (const name of ["gateway.sh", "role.sh", "status.sh"]) assert.ok(command.includes(scriptFile(name).replace(/\n$/, "")), `${name} is delivered as it stands`);
         assert.ok(renderGatewayCloudInit(settings, "ssh-ed25519 AAAA").includes("ensure_key()"), "cloud-init delivers the same files");
         // The preflight comes on stdin before the first file is written: a refusal changes nothing.
-        assert.ok(command.indexOf("bash -s -- '/etc/wgexit/gateway' 'wg0'") < command.indexOf(" tee "), "preflight first");
+        assert.ok(command.indexOf("bash -s -- '/etc/wgexit/gateway' 'wg0' ''") < command.indexOf(" tee "), "preflight first");
         assert.ok(command.includes(scriptFile("preflight.sh").replace(/\n$/, "")));
     });
+
+    it(
+        "preflight.sh refuses a link, a rule priority or a route table that is someone else's, and passes a free host",
+        { skip: (process.getuid?.() !== 0 || !have("ip")) && "SKIPPED LOUDLY: needs root and ip to make a network namespace" },
+        () => {
+            // A namespace of its own stands in for the host; it is deleted whatever happens.
+            const ns = `wgexit-preflight-${process.pid}`;
+            const sh = (command: string) => spawnSync("ip", ["netns", "exec", ns, "bash", "-c", command], { encoding: "utf8" });
+            const preflight = (args: string) => sh(`bash ${path.join(SCRIPTS, "preflight.sh")} ${args}`);
+            assert.equal(spawnSync("ip", ["netns", "add", ns]).status, 0);
+            try {
+                assert.equal(preflight("/nonexistent wgexit0 7700 virbr-wg").status, 0, "a free host passes");
+                sh("ip link set lo up");
+                const uplink = preflight("/nonexistent lo ''");
+                assert.equal(uplink.status, 3);
+                assert.match(uplink.stderr, /refused before any change: a link named lo already exists on this host and is not this role's WireGuard link/);
+                assert.match(preflight("/nonexistent wgexit0 '' lo").stderr, /a link named lo already exists on this host and is not a bridge of this site's networks/);
+                sh("ip rule add pref 7700 from 192.0.2.1 lookup 100");
+                assert.match(preflight("/nonexistent wgexit0 7700").stderr, /rule priority 7700 is already used on this host/);
+                sh("ip rule del pref 7700; ip route add unreachable 192.0.2.0/24 table 7700");
+                assert.match(preflight("/nonexistent wgexit0 7700").stderr, /route table 7700 already has routes/);
+            } finally {
+                spawnSync("ip", ["netns", "del", ns]);
+            }
+        },
+    );
 
     it("no shell escapes in TypeScript (git grep -c '\\\\\\$' components finds none)", () => {
         for (const { file, text } of sources) assert.ok(!text.includes("\\$"), `${file} escapes a shell $`);
