@@ -8,6 +8,7 @@ import type { ApplyJob, ApplyResult } from "./apply";
 import { EXIT_FAILED, type StackOutputsRead } from "./engine";
 import { inNs, type RunResult, run, waitFor } from "./exec";
 import type { GuestBootFiles } from "./guests";
+import { SECRET_KEYS } from "../components/config";
 import { cliConfig, readProject } from "./pulumiCli";
 import { LAB, LabWorld } from "./world";
 
@@ -156,7 +157,7 @@ export class Lab {
     async apply(overrides: Overrides, destroy = false, stack: ApplyStack = {}): Promise<ApplyResult> {
         const name = stack.name ?? "lab";
         const values = stack.config ? prefixed(stack.config) : { ...labStackFile(), ...prefixed({ ...this.baseOverrides(), ...overrides }) };
-        const secure = ["wgexit:sshPrivateKey", "wgexit:sshPrivateKeyPassword"].filter((k) => k in values);
+        const secure = SECRET_KEYS.map((k) => `wgexit:${k}`).filter((k) => k in values);
         const { config, secretKeys } = cliConfig(readProject(), name, values, secure);
         const job = {
             stack: name,

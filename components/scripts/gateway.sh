@@ -146,13 +146,7 @@ install() {
 remove() {
 	remove_unit
 	down
-	local previous
-	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)
-	if [ -n "$previous" ]; then delete_link "$previous"; fi
-	restore_sysctl
-	rm -f "$SYSCTL_FILE"
-	rm -rf "$ROLE_DIR"
-	rmdir /etc/wgexit 2>/dev/null || true
+	remove_role_leftovers
 }
 
 [ "$(id -u)" = 0 ] || die "run as root"

@@ -69,6 +69,16 @@ restore_sysctl() {
 	done <"$ROLE_DIR/sysctl.saved"
 }
 
+# The end of every role's remove, after its own undo: its link (by the name it was made
+# under), the sysctls as they were before, and its files.
+remove_role_leftovers() {
+	delete_link "$(cat "$ROLE_DIR/interface" 2>/dev/null || echo "$WG_IF")"
+	restore_sysctl
+	rm -f "$SYSCTL_FILE"
+	rm -rf "$ROLE_DIR"
+	rmdir /etc/wgexit 2>/dev/null || true
+}
+
 ensure_link() {
 	local previous
 	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)

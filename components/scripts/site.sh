@@ -126,14 +126,8 @@ remove() {
 	remove_unit
 	drop_table
 	drop_policy_routing
-	local previous
-	previous=$(cat "$ROLE_DIR/interface" 2>/dev/null || true)
-	delete_link "${previous:-$WG_IF}"
 	remove_pool
-	restore_sysctl
-	rm -f "$SYSCTL_FILE"
-	rm -rf "$ROLE_DIR"
-	rmdir /etc/wgexit 2>/dev/null || true
+	remove_role_leftovers
 }
 
 # --- libvirt networks ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 import { execFile } from "node:child_process";
 import * as path from "node:path";
 import type * as pulumi from "@pulumi/pulumi";
+import { SECRET_KEYS } from "../../components/config";
 import type { RegistrationOptions } from "../../lab/engine";
 import { encodeConfig, runProgramUnderMocks } from "../../lab/mocked";
 import { cliConfig, readProject } from "../../lab/pulumiCli";
@@ -89,7 +90,8 @@ export interface RunOptions {
     asCli?: boolean;
 }
 
-const SECURE_KEYS = ["wgexit:sshPrivateKey", "wgexit:sshPrivateKeyPassword"];
+/** The keys a stack stores encrypted, as the CLI names them. */
+const SECURE_KEYS = SECRET_KEYS.map((k) => `wgexit:${k}`);
 
 /** Runs the program once under RecordingMocks in this process (a process runs it once). */
 export async function runProgramHere(config: Record<string, unknown>, stack = "test", stacks: StackOutputsByName = {}, opts: RunOptions = {}): Promise<ProgramRun> {
