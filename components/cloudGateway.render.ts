@@ -177,7 +177,7 @@ export function gatewayFiles(s: GatewaySettings): FileToWrite[] {
 
 /** The SSH command that installs (or converges) the gateway role on a host. */
 export function renderGatewayInstallCommand(s: GatewaySettings): string {
-    return deliverAndRun(gatewayFiles(s), `${shq(GATEWAY_SCRIPT)} install`, preflight(GATEWAY_DIR, s.wgInterface));
+    return deliverAndRun(gatewayFiles(s), `${shq(GATEWAY_SCRIPT)} install`, preflight({ roleDir: GATEWAY_DIR, wgInterface: s.wgInterface, ssh: { port: s.sshPort, from: s.adminCidrs } }));
 }
 
 export function renderGatewayRemoveCommand(): string {
@@ -192,6 +192,7 @@ export function renderGatewayPeersCommand(s: GatewaySettings, peers: GatewayPeer
             { path: `${GATEWAY_DIR}/peers.nft`, content: renderGatewayPeersNft(s, peers, forwards), mode: "0644" },
         ],
         `${shq(GATEWAY_SCRIPT)} up`,
+        preflight({ roleDir: GATEWAY_DIR, wgInterface: s.wgInterface, routed: { prefixes: peers.flatMap((p) => p.allowedIps), what: "a peer's allowedIps, routed into the tunnel" } }),
     );
 }
 

@@ -2,7 +2,9 @@
 // value to what the program and its hosts accept. A new key starts here, in KEY_SCHEMAS (and
 // in Pulumi.yaml and the README's table, which a test keeps in step).
 import { z } from "zod";
+import { configIssueMessage } from "./config.messages";
 import { type Family, hasHostBits, isAddress, parseCidr } from "./net";
+z.config({ customError: configIssueMessage }); // plain words where a field has no message of its own (config.messages.ts)
 
 export const PROJECT = "wgexit";
 
@@ -223,7 +225,7 @@ const resolverAddress = (example: string) =>
 const routeTable = (fallback: number) =>
     z
         .number({ error: `must be a number, for example ${fallback}` })
-        .int()
+        .int({ error: `must be a whole number from 1 to 32765, for example ${fallback}` })
         .min(1, { error: `must be 1-32765 (it is also the rule's priority, which must come before the main table's 32766), for example ${fallback}` })
         .max(32765, { error: `must be 1-32765 (it is also the rule's priority, which must come before the main table's 32766), for example ${fallback}` })
         .refine((t) => t < 253 || t > 255, { error: `253-255 are the kernel's default, main and local tables; use another, for example ${fallback}` })

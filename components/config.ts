@@ -143,8 +143,7 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         } else {
             for (const issue of result.error.issues) {
                 const where = keyPath(key, issue.path);
-                const message = issue.code === "unrecognized_keys" ? `has unknown field(s) ${issue.keys.join(", ")}; check the spelling against README "Config reference"` : issue.message;
-                problems.push({ key: where, message });
+                problems.push({ key: where, message: issue.message });
             }
         }
     }

@@ -4,7 +4,7 @@
 import { create as createXml } from "xmlbuilder2";
 import type { PortForward, ResolvedNetwork } from "./config";
 import { parseCidr } from "./net";
-import { deliverAndRun, type FileToWrite, preflight, roleFiles, runIfPresent, settingsFile, shq } from "./shell";
+import { deliverAndRun, type FileToWrite, type PreflightSettings, preflight, roleFiles, runIfPresent, settingsFile, shq } from "./shell";
 
 export const SITE_DIR = "/etc/wgexit/site";
 export const SITE_SCRIPT = `${SITE_DIR}/site.sh`;
@@ -177,9 +177,14 @@ export function siteFiles(s: SiteSettings, g: SiteGateway): FileToWrite[] {
     ];
 }
 
+/** A guest network's prefixes go to its bridge, where the site's firewall drops what arrives for the host. */
+function guestRoutes(networks: ResolvedNetwork[]): PreflightSettings["routed"] {
+    return { prefixes: networks.flatMap((n) => (n.cidrV6 ? [n.cidr, n.cidrV6] : [n.cidr])), what: "a guest network, routed to its bridge" };
+}
+
 /** Installs or converges the site role; the last line of its output is the site's public key. */
 export function renderSiteInstallCommand(s: SiteSettings, g: SiteGateway): string {
-    return deliverAndRun(siteFiles(s, g), `${shq(SITE_SCRIPT)} install`, preflight(SITE_DIR, s.wgInterface, s.routeTable, s.networks.map((n) => n.bridge)));
+    return deliverAndRun(siteFiles(s, g), `${shq(SITE_SCRIPT)} install`, preflight({ roleDir: SITE_DIR, wgInterface: s.wgInterface, routeTable: s.routeTable, bridges: s.networks.map((n) => n.bridge), routed: guestRoutes(s.networks) }));
 }
 
 export function renderSiteRemoveCommand(): string {
@@ -187,7 +192,11 @@ export function renderSiteRemoveCommand(): string {
 }
 
 export function renderNetworkUpCommand(n: ResolvedNetwork, s: SiteSettings): string {
-    return deliverAndRun([{ path: `${SITE_DIR}/networks/${n.name}.xml`, content: renderNetworkXml(n, s), mode: "0644" }], `${shq(SITE_SCRIPT)} network-up ${shq(n.name)}`);
+    return deliverAndRun(
+        [{ path: `${SITE_DIR}/networks/${n.name}.xml`, content: renderNetworkXml(n, s), mode: "0644" }],
+        `${shq(SITE_SCRIPT)} network-up ${shq(n.name)}`,
+        preflight({ roleDir: SITE_DIR, wgInterface: s.wgInterface, routed: guestRoutes([n]) }),
+    );
 }
 
 export function renderNetworkRemoveCommand(n: { name: string }): string {

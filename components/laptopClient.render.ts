@@ -145,7 +145,7 @@ function anyShell(script: string): string {
 }
 
 export function renderLaptopVmInstallCommand(s: LaptopVmSettings, g: LaptopGateway): string {
-    return deliverAndRun(laptopVmFiles(s, g), `${shq(VM_SCRIPT)} install`, preflight(VM_DIR, s.wgInterface, s.routeTable));
+    return deliverAndRun(laptopVmFiles(s, g), `${shq(VM_SCRIPT)} install`, preflight({ roleDir: VM_DIR, wgInterface: s.wgInterface, routeTable: s.routeTable }));
 }
 
 export function renderLaptopVmRemoveCommand(): string {

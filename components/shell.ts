@@ -73,15 +73,38 @@ export function roleFiles(dir: string, role: { script: string; as: string }, set
     ];
 }
 
+export interface PreflightSettings {
+    roleDir: string;
+    wgInterface: string;
+    /** The role's policy-routing table (none for the gateway). */
+    routeTable?: number;
+    /** A site's guest bridges. */
+    bridges?: string[];
+    /** The port and prefixes the role's new firewall accepts SSH on/from, when the step installs one. */
+    ssh?: { port: number; from: string[] };
+    /** Prefixes the step routes away from the host's uplink, and what they are (for the message). */
+    routed?: { prefixes: string[]; what: string };
+}
+
 /**
  * Runs components/scripts/preflight.sh from stdin, before anything is delivered: a refusal
- * leaves the host exactly as it was. Its arguments: the role's directory, its WireGuard
- * link, its policy-routing table (none for the gateway), and (a site) its bridges.
+ * leaves the host exactly as it was. The session's SSH_CONNECTION is handed over by value,
+ * because sudo does not pass it on.
  */
-export function preflight(roleDir: string, wgInterface: string, routeTable?: number, bridges: string[] = []): string {
+export function preflight(p: PreflightSettings): string {
     const marker = "WGEXIT_PREFLIGHT_EOF";
-    const args = [roleDir, wgInterface, routeTable ?? "", ...bridges].map(shq).join(" ");
-    return `$S bash -s -- ${args} <<'${marker}'\n${scriptFile("preflight.sh").replace(/\n$/, "")}\n${marker}`;
+    const script = scriptWithSettings("preflight.sh", {
+        ROLE_DIR: p.roleDir,
+        WG_IF: p.wgInterface,
+        ROUTE_TABLE: p.routeTable ?? "",
+        BRIDGES: (p.bridges ?? []).join(" "),
+        SSH_PORT: p.ssh?.port ?? "",
+        SSH_FROM: (p.ssh?.from ?? []).join(" "),
+        ROUTED: (p.routed?.prefixes ?? []).join(" "),
+        ROUTED_WHAT: p.routed?.what ?? "",
+    });
+    const passOperator = '$S env OPERATOR="${SSH_CONNECTION:-}" bash -s';
+    return `${passOperator} <<'${marker}'\n${script.replace(/\n$/, "")}\n${marker}`;
 }
 
 /** Runs a command as root if it exists; succeeds quietly when it does not (used by delete steps). */

@@ -321,6 +321,7 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     } else {
         await signInChecks(lab, group, overrides);
         await adoptionRefused(lab, group, overrides);
+        await sessionKept(lab, group, overrides);
     }
 
     // A new peer is applied in place: only the peers step runs, and the tunnel is not restarted.
@@ -385,6 +386,35 @@ async function adoptionRefused(lab: Lab, group: string, overrides: Overrides): P
     lab.record(group, "a wgInterface naming the host's uplink is refused before any change, the host byte-identical", /a link named eth0 already exists/.test(said) && before === after, before === after ? said.trim() : diffLines(before, after));
     const again = await lab.apply(overrides);
     lab.record(group, "after the refusal the operator's SSH still works and nothing is left to do", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+}
+
+/**
+ * Steps that would cut the operator's own SSH session are refused before any change: a
+ * firewall whose adminCidrs leave the operator out, and a peer (opted in to public prefixes)
+ * whose allowedIps hold the operator's address. The operator is 203.0.113.20 as the gateway
+ * sees it (the home router's NAT).
+ */
+async function sessionKept(lab: Lab, group: string, overrides: Overrides): Promise<void> {
+    const w = lab.world;
+    const refusedSaying = (r: { failures: string[] }) => r.failures.join("\n").match(/.*refused before any change.*/)?.[0]?.trim() ?? (r.failures[0]?.slice(0, 160) || "accepted");
+    let before = await w.hostSnapshot("cloud");
+    const lockout = await lab.apply({ ...overrides, adminCidrs: ["198.51.100.0/24"] }, false, { allowFailure: true });
+    let after = await w.hostSnapshot("cloud");
+    const lockoutSaid = refusedSaying(lockout);
+    lab.record(group, "adminCidrs without the operator's address: refused, the host byte-identical", /session comes from 203\.0\.113\.20, which adminCidrs/.test(lockoutSaid) && before === after, before === after ? lockoutSaid : diffLines(before, after));
+
+    const narrow = { ...overrides, adminCidrs: ["203.0.113.20/31"] };
+    await lab.apply(narrow);
+    before = await w.hostSnapshot("cloud");
+    const key = (await run(["wg", "pubkey"], { input: (await run(["wg", "genkey"])).stdout })).stdout.trim();
+    const peers = (overrides.peers ?? labStackFile()["wgexit:peers"]) as unknown[];
+    const hijack = await lab.apply({ ...narrow, peers: [...peers, { name: "hijack", publicKey: key, allowedIps: ["203.0.113.20/32"], allowPublicPrefixes: true }] }, false, { allowFailure: true });
+    after = await w.hostSnapshot("cloud");
+    const hijackSaid = refusedSaying(hijack);
+    lab.record(group, "a peer's allowedIps holding the operator's address: refused, the host byte-identical", /inside 203\.0\.113\.20\/32 \(a peer's allowedIps/.test(hijackSaid) && before === after, before === after ? hijackSaid : diffLines(before, after));
+    await lab.apply(overrides);
+    const again = await lab.apply(overrides);
+    lab.record(group, "after both refusals the operator's SSH still works and nothing is left to do", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
 }
 
 /**

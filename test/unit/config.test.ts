@@ -136,7 +136,7 @@ const MALFORMED: [string, Record<string, unknown>, string, RegExp][] = [
     ["SSH public key missing on OCI", { ...baseConfig("oci"), sshPublicKey: undefined }, "wgexit:sshPublicKey", /required/],
     ["SSH public key malformed", { ...baseConfig("oci"), sshPublicKey: "AAAA" }, "wgexit:sshPublicKey", /OpenSSH public key/],
     ["unknown config key", { ...baseConfig("existing"), listenport: 51820 }, "wgexit:listenport", /not a known key/],
-    ["unknown field in a site", { ...baseConfig("existing"), sites: [site({ bridgee: "x" })] }, "wgexit:sites[0]", /unknown field\(s\) bridgee/],
+    ["unknown field in a site", { ...baseConfig("existing"), sites: [site({ bridgee: "x" })] }, "wgexit:sites[0]", /unknown key "bridgee"; this object's keys are: name, connection/],
     ["duplicate peer names", { ...baseConfig("existing"), peers: [{ name: "phone", publicKey: PEER_KEY }, { name: "phone", publicKey: PEER_KEY }] }, "wgexit:peers[1].name", /unique/],
     ["duplicate hostIndex", { ...baseConfig("existing"), peers: [{ name: "a", publicKey: PEER_KEY, hostIndex: 5 }, { name: "b", publicKey: PEER_KEY, hostIndex: 5 }] }, "wgexit:peers[1].hostIndex", /already used/],
     ["hostIndex outside the tunnel", { ...baseConfig("existing"), peers: [{ name: "a", publicKey: PEER_KEY, hostIndex: 300 }] }, "wgexit:peers[0].hostIndex", /does not fit/],
