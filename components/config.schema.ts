@@ -200,6 +200,10 @@ const guestSchema = z
             .optional(),
         hostIndex: z.number().int().min(2).optional(),
         image: imageSource,
+        // Checked on the host before the image enters the pool; required for http://, where nothing else vouches for what arrives.
+        imageSha256: text('"6b7e0c3e...(64 hex digits)"')
+            .regex(/^[0-9a-f]{64}$/, { error: "must be the image's SHA-256 as 64 lowercase hex digits, as `sha256sum IMAGE` prints it (or the SHA256SUMS file next to the image)" })
+            .optional(),
         memoryMb: z.number().int().min(64).default(1024),
         vcpus: z.number().int().min(1).default(1),
         diskGb: z.number().int().min(1).default(10),
@@ -212,7 +216,16 @@ const guestSchema = z
             .regex(/^[\x20-\x7e]*$/, { error: "must be printable ASCII on one line, for example \"console=ttyS0 root=/dev/vda1\"" })
             .optional(),
     })
-    .strict();
+    .strict()
+    .superRefine((g, ctx) => {
+        if (g.image.startsWith("http://") && !g.imageSha256) {
+            ctx.addIssue({
+                code: "custom",
+                path: ["imageSha256"],
+                message: `is required for an http:// image (${g.image}): nothing else vouches for what arrives; give its SHA-256 (\`sha256sum IMAGE\`, or the SHA256SUMS file beside it), or use an https:// URL`,
+            });
+        }
+    });
 
 /** A resolver handed to guests or clients: DHCP and WireGuard configs carry addresses, not names. */
 const resolverAddress = (example: string) =>

@@ -1,5 +1,6 @@
 // Pure renderers for one guest: its libvirt domain XML, its NoCloud seed (user-data and
 // meta-data) and the env file the site script's guest-up reads. Snapshot-tested.
+import { createHash } from "node:crypto";
 import { create as createXml } from "xmlbuilder2";
 import { stringify as toYaml } from "yaml";
 import type { ResolvedGuest, ResolvedNetwork } from "./config";
@@ -74,14 +75,19 @@ export function renderGuestMetaData(siteName: string, g: ResolvedGuest): string 
     return toYaml({ "instance-id": `${siteName}-${g.name}`, "local-hostname": g.name });
 }
 
-/** A short, file-name-safe name for the base image, from its source. */
-export function baseImageName(source: string): string {
-    const last = source.split("/").pop() ?? "image";
-    return last.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 80) || "image";
+/**
+ * The base image's file name in the pool, keyed by its source (and its SHA-256 when given):
+ * two images whose URLs end in the same name never share a base. The readable tail is the
+ * source's own file name.
+ */
+export function baseImageName(source: string, sha256 = ""): string {
+    const key = createHash("sha256").update(`${source}\n${sha256}`).digest("hex").slice(0, 16);
+    const last = (source.split("/").pop() ?? "").replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 60) || "image";
+    return `${key}-${last}`;
 }
 
 export function renderGuestEnv(g: ResolvedGuest, network: string): string {
-    return `${assignments({ IMAGE: g.image, NETWORK: network, MAC: g.mac, ADDRESS: g.addressV4, DISK_GB: g.diskGb, BASE: baseImageName(g.image) })}\n`;
+    return `${assignments({ IMAGE: g.image, IMAGE_SHA256: g.imageSha256 ?? "", NETWORK: network, MAC: g.mac, ADDRESS: g.addressV4, DISK_GB: g.diskGb, BASE: baseImageName(g.image, g.imageSha256) })}\n`;
 }
 
 export function renderGuestUpCommand(g: ResolvedGuest, n: ResolvedNetwork, s: SiteSettings): string {

@@ -75,7 +75,7 @@ async function main(): Promise<number> {
         console.log(`  pulumi config set --path 'peers[0].publicKey' ${lab.peerPublicKey}`);
         const files = lab.guestFiles;
         if (files) {
-            for (const [field, value] of [["image", files.imageUrl], ["kernel", files.kernel], ["initrd", files.initrd]]) {
+            for (const [field, value] of [["image", files.imageUrl], ["imageSha256", files.imageSha256], ["kernel", files.kernel], ["initrd", files.initrd]]) {
                 console.log(`  pulumi config set --path 'sites[0].networks[0].guests[0].${field}' ${value}`);
             }
         }

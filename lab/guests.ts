@@ -4,6 +4,7 @@
 //   - the boot files of a real QEMU guest: a stock Debian kernel and a busybox initramfs
 //     whose /init takes a lease, reads its NoCloud seed, probes the lab internet and
 //     prints what it saw on the serial console, which libvirt logs.
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { inNs, run, waitFor } from "./exec";
@@ -80,6 +81,8 @@ export interface GuestBootFiles {
     initrd: string;
     /** The base image, as the lab internet serves it. */
     imageUrl: string;
+    /** Its SHA-256 (imageSha256): the lab serves it over http://, where the program requires one. */
+    imageSha256: string;
 }
 
 function findKernel(): { vmlinuz: string; modules: string } | undefined {
@@ -188,5 +191,6 @@ export async function buildGuestBootFiles(world: LabWorld): Promise<GuestBootFil
     await run(["qemu-img", "create", "-q", "-f", "qcow2", path.join(dir, "base.qcow2"), "64M"]);
     const vmlinuz = path.join(dir, "vmlinuz");
     fs.copyFileSync(kernel.vmlinuz, vmlinuz);
-    return { kernel: vmlinuz, initrd, imageUrl: `http://${LAB.server.v4}:${LAB.server.httpPort}/files/base.qcow2` };
+    const imageSha256 = createHash("sha256").update(fs.readFileSync(path.join(dir, "base.qcow2"))).digest("hex");
+    return { kernel: vmlinuz, initrd, imageUrl: `http://${LAB.server.v4}:${LAB.server.httpPort}/files/base.qcow2`, imageSha256 };
 }

@@ -115,7 +115,7 @@ export class Lab {
         const sites = (file["wgexit:sites"] as SiteInput[]).map((site) => ({
             ...site,
             // The base image comes from the lab internet by URL, like a cloud image would.
-            networks: site.networks.map((n) => ({ ...n, guests: (n.guests ?? []).map((g) => (files ? { ...g, kernel: files.kernel, initrd: files.initrd, image: files.imageUrl } : g)) })),
+            networks: site.networks.map((n) => ({ ...n, guests: (n.guests ?? []).map((g) => (files ? { ...g, kernel: files.kernel, initrd: files.initrd, image: files.imageUrl, imageSha256: files.imageSha256 } : g)) })),
         }));
         return { sshPrivateKey: fs.readFileSync(this.world.sshKeyFile, "utf8"), peers, sites, laptops: [] };
     }

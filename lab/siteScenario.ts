@@ -3,6 +3,7 @@
 // issue, re-apply, and a destroy that must leave the KVM host as it was.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { baseImageName } from "../components/guestVm.render";
 import { renderNetworkUpCommand, type SiteSettings } from "../components/kvmSite.render";
 import { inNs, waitFor } from "./exec";
 import { buildGuestBootFiles, guestKernelMissingReason, namespaceGuestV6, startNamespaceGuest, stopNamespaceGuest } from "./guests";
@@ -94,7 +95,8 @@ export async function siteScenario(lab: Lab): Promise<void> {
     lab.record(group, "site key made on the host (0600), public key exported", keyOnHost[0] === "600" && keyOnHost[1] === siteKey && /^[A-Za-z0-9+/]{43}=$/.test(siteKey), siteKey);
     const httpClients = w.readLog("srv-http-clients");
     const pool = (await w.hostExec("kvm", "ls /var/lib/libvirt/images/wgexit; virsh -q vol-list wgexit | awk '{print $1}'")).stdout.split("\n").filter(Boolean);
-    lab.record(group, "base image fetched by URL into the storage pool, overlay and seed beside it", ["base-base.qcow2", "qguest.qcow2", "qguest-seed.iso"].every((f) => pool.filter((p) => p === f).length === 2), pool.join(" "));
+    const labBase = `base-${baseImageName(lab.guestFiles?.imageUrl ?? "", lab.guestFiles?.imageSha256)}`;
+    lab.record(group, "base image fetched by URL into the storage pool, overlay and seed beside it", [labBase, "qguest.qcow2", "qguest-seed.iso"].every((f) => pool.filter((p) => p === f).length === 2), pool.join(" "));
     lab.record(group, "the host's own traffic (the image download) leaves by its own uplink", httpClients.includes(LAB.home.wanV4), `web server saw ${[...new Set(httpClients)].join(", ")}`);
     const gwPeers = (await w.hostExec("cloud", "wg show wg0 peers")).stdout;
     lab.record(group, "the gateway has the site as a peer", gwPeers.includes(siteKey), `${gwPeers.trim().split("\n").length} peers`);
@@ -227,6 +229,7 @@ EOF`);
         await w.hostExec("kvm", `ip link del ${SITE_WG}`);
         const caught = await sabotageKillSwitch(lab, resolver);
         lab.record(group, "the leak check fails when the kill switch is removed (the checks can fail)", caught.pass === false, caught.detail);
+        await bootWindow(lab, group, resolver);
         await w.hostExec("kvm", `${SITE_TABLE_CMD} up`);
         await waitFor("guest egress after the tunnel returns", async () => (await guestProbes(lab, resolver)).http4 === LAB.cloudPublic.v4, 30_000, 1000).catch(() => undefined);
         const back = await guestProbes(lab, resolver);
@@ -246,22 +249,51 @@ EOF`);
     lab.record(group, "destroy leaves the KVM host as it was (rules, routes, ruleset, links, files, libvirt)", before === after, before === after ? `identical after ${destroyed.executions.length} deletes` : diffLines(before, after));
     const cloudAfter = await w.hostSnapshot("cloud");
     lab.record(group, "destroy leaves the gateway host as it was", cloudBefore === cloudAfter, cloudBefore === cloudAfter ? "identical" : diffLines(cloudBefore, cloudAfter));
+
+    await foreignPoolRefused(lab, group, before);
+}
+
+/**
+ * Another tool's storage pool named like the site's ("wgexit", elsewhere on disk): the guest's
+ * step is refused and leaves nothing of the guest; destroy then removes the rest and leaves
+ * that pool as it was.
+ */
+async function foreignPoolRefused(lab: Lab, group: string, clean: string): Promise<void> {
+    const w = lab.world;
+    const dir = "/var/lib/libvirt/images/other-tool";
+    await w.hostExec("kvm", `mkdir -p ${dir} && touch ${dir}/their-disk.qcow2 && virsh -q pool-define-as wgexit dir --target ${dir} >/dev/null && virsh -q pool-start wgexit >/dev/null`);
+    const theirs = async () => (await w.hostExec("kvm", `virsh -q pool-dumpxml wgexit | grep -v '<allocation\\|<available'; ls -a ${dir}`, true)).stdout;
+    const poolBefore = await theirs();
+    const refused = await lab.apply({}, false, { allowFailure: true });
+    const said = refused.failures.join("\n").match(/.*storage pool named wgexit already exists.*/)?.[0]?.trim() ?? (refused.failures[0]?.slice(0, 160) || "accepted");
+    const guestLeft = (await w.hostExec("kvm", "ls /etc/wgexit/site/guests; virsh -q list --all --name", true)).stdout.trim();
+    lab.record(group, "a libvirt pool named wgexit that the site did not make is refused; the guest's step leaves nothing", /was not made by this site/.test(said) && guestLeft === "" && (await theirs()) === poolBefore, `${said.slice(0, 110)}; left: ${guestLeft || "nothing"}`);
+    await lab.apply({}, true);
+    const kept = (await theirs()) === poolBefore;
+    await w.hostExec("kvm", `virsh -q pool-destroy wgexit >/dev/null; virsh -q pool-undefine wgexit >/dev/null; rm -rf ${dir}`, true);
+    const after = await w.hostSnapshot("kvm");
+    lab.record(group, "destroy then leaves the other tool's pool as it was and the rest of the host clean", kept && after === clean, after === clean ? `pool kept: ${kept}` : diffLines(clean, after));
 }
 
 /**
  * Three guests of one new image in one apply: the engine runs their steps at once, as Pulumi
  * does, so they fetch the shared base image at the same time. One base, three overlays, no
- * partial download left; removing them removes that base and leaves the other guest's.
+ * partial download left; removing them removes that base and leaves the other guest's. The
+ * new image's URL ends in the same file name as the first guest's: it still gets a base of its
+ * own (bases are keyed by source). An image whose SHA-256 is not the configured one never
+ * enters the pool.
  */
 async function severalGuestsAtOnce(lab: Lab, group: string): Promise<void> {
     const w = lab.world;
-    fs.copyFileSync(path.join(w.filesDir, "base.qcow2"), path.join(w.filesDir, "burst.qcow2"));
     // Served slowly, like a real image: each guest's step starts while another is still downloading it.
-    const burstUrl = `http://${LAB.server.v4}:${LAB.server.httpPort}/slow/burst.qcow2`;
-    const sites = (lab.baseOverrides().sites as { networks: { guests: Record<string, unknown>[] }[] }[]).map((site) => ({
-        ...site,
-        networks: site.networks.map((n, i) => (i === 0 ? { ...n, guests: [...n.guests, ...["burst1", "burst2", "burst3"].map((name) => ({ ...n.guests[0], name, image: burstUrl, memoryMb: 128 }))] } : n)),
-    }));
+    const burstUrl = `http://${LAB.server.v4}:${LAB.server.httpPort}/slow/base.qcow2`;
+    const burstBase = `base-${baseImageName(burstUrl, lab.guestFiles?.imageSha256)}`;
+    const withGuests = (extra: (first: Record<string, unknown>) => Record<string, unknown>[]) =>
+        (lab.baseOverrides().sites as { networks: { guests: Record<string, unknown>[] }[] }[]).map((site) => ({
+            ...site,
+            networks: site.networks.map((n, i) => (i === 0 ? { ...n, guests: [...n.guests, ...extra(n.guests[0])] } : n)),
+        }));
+    const sites = withGuests((first) => ["burst1", "burst2", "burst3"].map((name) => ({ ...first, name, image: burstUrl, memoryMb: 128 })));
     const pool = async () => (await w.hostExec("kvm", "ls -a /var/lib/libvirt/images/wgexit")).stdout.split("\n").filter((f) => f && !f.startsWith("."));
     const added = await lab.apply({ sites });
     const domains = (await w.virsh("list --all --name", true)).stdout;
@@ -270,13 +302,20 @@ async function severalGuestsAtOnce(lab: Lab, group: string): Promise<void> {
     lab.record(
         group,
         "three guests of one new image in one apply, their steps at once: one base image, three overlays, no partial download",
-        guestSteps.length === 3 && added.peakParallel >= 2 && ["burst1", "burst2", "burst3"].every((g) => domains.includes(g) && files.includes(`${g}.qcow2`)) && files.filter((f) => f === "base-burst.qcow2").length === 1 && !files.some((f) => f.endsWith(".part")),
+        guestSteps.length === 3 && added.peakParallel >= 2 && ["burst1", "burst2", "burst3"].every((g) => domains.includes(g) && files.includes(`${g}.qcow2`)) && files.filter((f) => f === burstBase).length === 1 && files.filter((f) => f.startsWith("base-")).length === 2 && !files.some((f) => f.endsWith(".part")),
         `${guestSteps.length} guest steps, up to ${added.peakParallel} at once; pool: ${files.join(" ")}`,
     );
     await lab.apply({});
     const left = await pool();
-    lab.record(group, "removing them removes their base image and keeps the other guest's", !left.some((f) => /burst/.test(f)) && left.includes("base-base.qcow2") && left.includes("qguest.qcow2"), left.join(" "));
-    fs.rmSync(path.join(w.filesDir, "burst.qcow2"));
+    const labBase = `base-${baseImageName(lab.guestFiles?.imageUrl ?? "", lab.guestFiles?.imageSha256)}`;
+    lab.record(group, "removing them removes their base image and keeps the other guest's", !left.some((f) => /burst/.test(f) || f === burstBase) && left.includes(labBase) && left.includes("qguest.qcow2"), left.join(" "));
+
+    const tampered = await lab.apply({ sites: withGuests((first) => [{ ...first, name: "tampered", image: burstUrl, imageSha256: "0".repeat(64), memoryMb: 128 }]) }, false, { allowFailure: true });
+    const afterTamper = await pool();
+    const guestDirs = (await w.hostExec("kvm", "ls /etc/wgexit/site/guests; virsh -q list --all --name")).stdout.split("\n").filter(Boolean);
+    const said = tampered.failures.join("\n").match(/.*not the 0{64} the config gives.*/)?.[0]?.trim() ?? (tampered.failures[0]?.slice(0, 160) || "accepted");
+    lab.record(group, "an image whose SHA-256 is not imageSha256 is refused and never enters the pool", /has SHA-256 [0-9a-f]{64}, not the/.test(said) && afterTamper.join(" ") === left.join(" ") && !guestDirs.includes("tampered"), `${said.slice(0, 120)}; pool: ${afterTamper.join(" ")}; guests: ${guestDirs.join(" ")}`);
+    await lab.apply({});
 }
 
 /**
@@ -298,6 +337,38 @@ async function foreignNetworkRefused(lab: Lab, group: string): Promise<void> {
         r.code !== 0 && /a libvirt network named default already exists/.test(r.stderr) && /Active:\s+yes/.test(active) && before === after,
         before === after ? `exit ${r.code}: ${r.stderr.trim().split("\n").pop()}` : diffLines(before, after),
     );
+}
+
+/**
+ * The boot window: after a reboot nothing of ours is in the kernel until something loads it,
+ * and the guest (already running here) may send before the site's unit has run. libvirt's own
+ * route-mode REJECT rules are removed too, as on a distro whose libvirt leaves them out. Without
+ * anything of ours the guest leaks (the check can fail); after the command the site installs
+ * as libvirt's ExecStartPre (read from the drop-in on the host, run as systemd would), 0 packets
+ * leave, with no tunnel yet.
+ */
+async function bootWindow(lab: Lab, group: string, resolver: string): Promise<void> {
+    const w = lab.world;
+    const dropIn = (await w.hostExec("kvm", "cat /etc/systemd/system/libvirtd.service.d/50-wgexit-site.conf /etc/systemd/system/virtnetworkd.service.d/50-wgexit-site.conf", true)).stdout;
+    const seal = dropIn.match(/^ExecStartPre=(.+)$/m)?.[1] ?? "";
+    const libvirtRules = "/run/wgexit-lab-libvirt-rules";
+    await w.hostExec(
+        "kvm",
+        `ip link del ${SITE_WG} 2>/dev/null; nft delete table inet wgexit_site
+        for f in 4 6; do ip -$f rule del pref 7700 iif ${BRIDGE}; ip -$f route flush table 7700; done
+        iptables-save -t filter >${libvirtRules}.v4; ip6tables-save -t filter >${libvirtRules}.v6
+        for t in iptables ip6tables; do for c in LIBVIRT_FWO LIBVIRT_FWI LIBVIRT_FWX; do $t -F $c 2>/dev/null || true; done; done`,
+    );
+    try {
+        const bare = new Lab(w);
+        await leakCheck(bare, "site/boot-unsealed", "after a reboot, nothing of ours loaded and libvirt's rules gone", resolver);
+        lab.record(group, "boot window without the seal leaks (the check can fail)", bare.checks[0]?.pass === false, bare.checks[0]?.detail ?? "no check");
+        const sealed = await w.hostExec("kvm", seal || "false", true);
+        lab.record(group, "libvirt's units run the site's seal before they start (drop-in for libvirtd and virtnetworkd)", seal === `${SITE_TABLE_CMD} seal` && (dropIn.match(/^ExecStartPre=/gm) ?? []).length === 2 && sealed.code === 0, seal || "no drop-in");
+        await leakCheck(lab, group, "boot window, the seal loaded, no tunnel yet, libvirt's rules gone", resolver);
+    } finally {
+        await w.hostExec("kvm", `iptables-restore <${libvirtRules}.v4; ip6tables-restore <${libvirtRules}.v6; rm -f ${libvirtRules}.v4 ${libvirtRules}.v6`);
+    }
 }
 
 /** The committed site with some fields changed (the lab's guest files kept). */

@@ -169,11 +169,23 @@ network_remove() {
 
 # --- guests ---------------------------------------------------------------------------
 
+# The pool is this site's when it made it (pool.created). Sites installed before that marker
+# existed had guests in it; such a pool, on this site's poolDir, is taken as its own.
+pool_is_ours() {
+	[ -e "$ROLE_DIR/pool.created" ] && return 0
+	virsh -q pool-dumpxml "$POOL_NAME" | grep -F "<path>$POOL_DIR</path>" >/dev/null || return 1
+	find "$ROLE_DIR/guests" -name domain.applied | grep . >/dev/null || return 1
+	touch "$ROLE_DIR/pool.created"
+}
+
 ensure_pool() {
 	if ! virsh -q pool-info "$POOL_NAME" >/dev/null 2>&1; then
 		[ -d "$POOL_DIR" ] || touch "$ROLE_DIR/pool-dir.created"
 		virsh -q pool-define-as "$POOL_NAME" dir --target "$POOL_DIR" >/dev/null
+		touch "$ROLE_DIR/pool.created"
 		virsh -q pool-build "$POOL_NAME" >/dev/null
+	elif ! pool_is_ours; then
+		die "refused: a libvirt storage pool named $POOL_NAME already exists and was not made by this site; remove or rename it (virsh pool-dumpxml $POOL_NAME shows what it is)"
 	fi
 	virsh -q pool-info "$POOL_NAME" | grep '^State: *running' >/dev/null || virsh -q pool-start "$POOL_NAME" >/dev/null
 	virsh -q pool-autostart "$POOL_NAME" >/dev/null
@@ -182,6 +194,7 @@ ensure_pool() {
 remove_pool() {
 	command -v virsh >/dev/null 2>&1 || return 0
 	virsh -q pool-info "$POOL_NAME" >/dev/null 2>&1 || return 0
+	pool_is_ours || return 0
 	if find "$POOL_DIR" -mindepth 1 -name '*.qcow2' -not -name 'base-*' | grep -q .; then
 		log "pool $POOL_NAME still holds guest disks; leaving it"
 		return 0
@@ -190,6 +203,7 @@ remove_pool() {
 	virsh -q pool-destroy "$POOL_NAME" >/dev/null 2>&1 || true
 	virsh -q pool-undefine "$POOL_NAME" >/dev/null
 	if [ -e "$ROLE_DIR/pool-dir.created" ]; then rmdir "$POOL_DIR" 2>/dev/null || true; fi
+	rm -f "$ROLE_DIR/pool.created" "$ROLE_DIR/pool-dir.created"
 }
 
 # The base image is fetched or copied once into the pool; guests get copy-on-write overlays.
@@ -199,20 +213,49 @@ lock() {
 	exec {LOCK_FD}>"$ROLE_DIR/$1.lock"
 	flock "$LOCK_FD"
 }
-unlock() { exec {LOCK_FD}>&-; }
+unlock() {
+	if [ -n "${LOCK_FD:-}" ]; then exec {LOCK_FD}>&-; fi
+	LOCK_FD=""
+}
 
+# The base enters the pool only whole and, when the config gives its SHA-256, only when it matches.
 ensure_base() {
-	local source=$1 base=$2
+	local source=$1 sha256=$2 base=$3 got
 	[ -s "$base" ] && return 0
 	case $source in
 	http://* | https://*) curl -fsSL --retry 3 -o "$base.part" "$source" ;;
 	*) [ -r "$source" ] || die "image $source not found on this host"; cp --reflink=auto "$source" "$base.part" ;;
 	esac
+	if [ -n "$sha256" ]; then
+		got=$(sha256sum "$base.part" | cut -d' ' -f1)
+		if [ "$got" != "$sha256" ]; then
+			rm -f "$base.part"
+			die "image $source has SHA-256 $got, not the $sha256 the config gives (imageSha256); nothing was added to the pool"
+		fi
+	fi
 	mv -f "$base.part" "$base"
 }
 
-image_format() {
-	qemu-img info --output=json "$1" | sed -n 's/^ *"format": "\([a-z0-9]*\)".*/\1/p' | head -n 1
+# -U: a running guest holds its overlay locked; reading its header is safe.
+image_info() { qemu-img info -U --output=json "$1"; }
+image_format() { image_info "$1" | sed -n 's/^ *"format": "\([a-z0-9]*\)".*/\1/p' | head -n 1; }
+backing_file() { image_info "$1" | sed -n 's/^ *"backing-filename": "\(.*\)",*$/\1/p' | head -n 1; }
+
+# A base goes when no overlay in the pool is backed by it any more. Asking the overlays (not
+# the guests' settings) also frees bases named the way an earlier version named them.
+remove_unused_bases() {
+	local base disk used
+	for base in "$POOL_DIR"/base-*; do
+		case $base in *.part | *"base-*") continue ;; esac
+		lock "$(basename "$base")"
+		used=""
+		for disk in "$POOL_DIR"/*.qcow2; do
+			case $(basename "$disk") in base-*) continue ;; esac
+			if [ -e "$disk" ] && [ "$(backing_file "$disk")" = "$base" ]; then used=1 && break; fi
+		done
+		if [ -z "$used" ]; then rm -f "$base"; fi
+		unlock
+	done
 }
 
 build_seed() {
@@ -240,23 +283,43 @@ clear_lease() {
 	fi
 }
 
+undo_new_guest() {
+	local code=$?
+	[ "$code" = 0 ] && return 0
+	unlock
+	guest_remove "$1"
+	log "guest $1: its step failed, so what it had made is removed"
+	exit "$code"
+}
+
 guest_up() {
 	local name=$1 dir="$ROLE_DIR/guests/$1"
 	need_virsh
 	[ -e "$dir/guest.env" ] || die "no $dir/guest.env"
-	local IMAGE NETWORK MAC ADDRESS DISK_GB BASE
+	local IMAGE IMAGE_SHA256 NETWORK MAC ADDRESS DISK_GB BASE
 	# shellcheck source=/dev/null
 	. "$dir/guest.env"
+	local base="$POOL_DIR/base-$BASE" disk="$POOL_DIR/$name.qcow2" seed="$POOL_DIR/$name-seed.iso"
+	# A new guest whose step fails leaves nothing behind (its delete step never runs: it was
+	# never created); an existing one keeps what it had. A new guest never adopts a disk.
+	if ! virsh -q dominfo "$name" >/dev/null 2>&1; then
+		if [ -e "$disk" ]; then
+			rm -rf "$dir"
+			die "refused: $disk already exists and belongs to no guest of this site; move it away or name the guest differently"
+		fi
+		# shellcheck disable=SC2064 # the name is expanded now, on purpose
+		trap "undo_new_guest $name" EXIT
+	fi
 	lock pool
 	ensure_pool
 	unlock
-	local base="$POOL_DIR/base-$BASE" disk="$POOL_DIR/$name.qcow2" seed="$POOL_DIR/$name-seed.iso"
-	lock "base-$BASE"
-	ensure_base "$IMAGE" "$base"
+	# A guest that has its disk keeps it, whatever base it was made from.
 	if [ ! -e "$disk" ]; then
+		lock "base-$BASE"
+		ensure_base "$IMAGE" "$IMAGE_SHA256" "$base"
 		qemu-img create -q -f qcow2 -F "$(image_format "$base")" -b "$base" "$disk" "${DISK_GB}G"
+		unlock
 	fi
-	unlock
 	if [ ! -e "$seed" ] || ! cmp -s "$dir/user-data" "$dir/seed.user-data" || ! cmp -s "$dir/meta-data" "$dir/seed.meta-data"; then
 		build_seed "$dir" "$seed"
 		cp -f "$dir/user-data" "$dir/seed.user-data"
@@ -272,11 +335,12 @@ guest_up() {
 	fi
 	cp -f "$dir/domain.xml" "$dir/domain.applied"
 	virsh -q autostart "$name" >/dev/null
+	trap - EXIT
 }
 
 guest_remove() {
 	local name=$1 dir="$ROLE_DIR/guests/$1"
-	local IMAGE NETWORK MAC ADDRESS DISK_GB BASE
+	local IMAGE IMAGE_SHA256 NETWORK MAC ADDRESS DISK_GB BASE
 	[ -e "$dir/guest.env" ] || return 0
 	# shellcheck source=/dev/null
 	. "$dir/guest.env"
@@ -287,12 +351,9 @@ guest_remove() {
 		fi
 		clear_lease "$NETWORK" "$MAC"
 	fi
-	lock "base-$BASE"
 	rm -f "$POOL_DIR/$name.qcow2" "$POOL_DIR/$name-seed.iso" "/var/log/libvirt/qemu/$name-console.log"
 	rm -rf "$dir"
-	# The base goes with the last guest that uses it.
-	if ! grep -qs "^BASE='$BASE'\$" "$ROLE_DIR"/guests/*/guest.env; then rm -f "$POOL_DIR/base-$BASE"; fi
-	unlock
+	remove_unused_bases
 	if command -v virsh >/dev/null 2>&1 && virsh -q pool-info "$POOL_NAME" >/dev/null 2>&1; then virsh -q pool-refresh "$POOL_NAME" >/dev/null; fi
 }
 

@@ -28,7 +28,7 @@ const siteWithGuests = (guests: unknown[], over: Record<string, unknown> = {}) =
 const withSite = (site: Record<string, unknown>) => ({ ...baseConfig("existing"), sites: [site] });
 const withOci = (over: Record<string, unknown>) => ({ ...baseConfig("oci"), oci: { compartmentId: "ocid1.compartment.oc1..aaaaexample", ...over } });
 const withPeer = (over: Record<string, unknown>) => ({ ...baseConfig("existing"), peers: [{ name: "phone", publicKey: PEER_KEY, ...over }] });
-const GUEST_KEYS = "name, image (required); mac, hostIndex, memoryMb, vcpus, diskGb, user, sshAuthorizedKeys, kernel, initrd, cmdline (optional)";
+const GUEST_KEYS = "name, image (required); mac, hostIndex, imageSha256, memoryMb, vcpus, diskGb, user, sshAuthorizedKeys, kernel, initrd, cmdline (optional)";
 const SITE_KEYS = "name, connection, wgInterface, hostIndex, lanCidrs, allowInboundFrom, serveDns, routeTable, domainType, poolDir, networks";
 
 describe("config messages in plain words", () => {

@@ -2,7 +2,7 @@
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parseStackConfig } from "../../components/config";
-import { renderDomainXml, renderGuestMetaData, renderGuestRemoveCommand, renderGuestUpCommand, renderGuestUserData } from "../../components/guestVm.render";
+import { baseImageName, renderDomainXml, renderGuestMetaData, renderGuestRemoveCommand, renderGuestUpCommand, renderGuestUserData } from "../../components/guestVm.render";
 import {
     renderNetworkRemoveCommand,
     renderNetworkUpCommand,
@@ -196,6 +196,16 @@ describe("KvmSite under mocks", () => {
         assert.deepEqual(run.outputs.sitePublicKeys, { home: FAKE_SITE_KEY });
         assert.deepEqual(run.outputs.siteGuests, { home: { web: "192.168.100.10", tiny: "192.168.100.11" } });
         for (const r of run.registrations) assert.doesNotMatch(JSON.stringify(r.inputs), /PrivateKey = [A-Za-z0-9+/]{43}=/);
+    });
+
+    it("base images are keyed by their source (and SHA-256): two URLs ending in one file name never share a base", () => {
+        const a = baseImageName("https://a.example/images/debian.qcow2");
+        const b = baseImageName("https://b.example/other/debian.qcow2");
+        assert.notEqual(a, b);
+        assert.match(a, /^[0-9a-f]{16}-debian\.qcow2$/, "readable tail: the source's own file name");
+        assert.equal(baseImageName("https://a.example/images/debian.qcow2"), a, "the same source, the same base");
+        assert.notEqual(baseImageName("https://a.example/images/debian.qcow2", "ab".repeat(32)), a, "a new SHA-256 for the same URL is a new base");
+        assert.match(baseImageName("/srv/img/My Image (1).qcow2"), /^[0-9a-f]{16}-My_Image__1_\.qcow2$/);
     });
 
     it("adding a guest changes only that guest's step; a new image replaces the guest", async () => {
