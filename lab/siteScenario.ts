@@ -356,8 +356,9 @@ async function bootWindow(lab: Lab, group: string, resolver: string): Promise<vo
         "kvm",
         `ip link del ${SITE_WG} 2>/dev/null; nft delete table inet wgexit_site
         for f in 4 6; do ip -$f rule del pref 7700 iif ${BRIDGE}; ip -$f route flush table 7700; done
-        iptables-save -t filter >${libvirtRules}.v4; ip6tables-save -t filter >${libvirtRules}.v6
-        for t in iptables ip6tables; do for c in LIBVIRT_FWO LIBVIRT_FWI LIBVIRT_FWX; do $t -F $c 2>/dev/null || true; done; done`,
+        for t in iptables ip6tables; do for c in LIBVIRT_FWO LIBVIRT_FWI LIBVIRT_FWX; do
+            $t -S $c 2>/dev/null | grep '^-A' >${libvirtRules}.$t.$c || true; $t -F $c 2>/dev/null || true
+        done; done`,
     );
     try {
         const bare = new Lab(w);
@@ -367,7 +368,8 @@ async function bootWindow(lab: Lab, group: string, resolver: string): Promise<vo
         lab.record(group, "libvirt's units run the site's seal before they start (drop-in for libvirtd and virtnetworkd)", seal === `${SITE_TABLE_CMD} seal` && (dropIn.match(/^ExecStartPre=/gm) ?? []).length === 2 && sealed.code === 0, seal || "no drop-in");
         await leakCheck(lab, group, "boot window, the seal loaded, no tunnel yet, libvirt's rules gone", resolver);
     } finally {
-        await w.hostExec("kvm", `iptables-restore <${libvirtRules}.v4; ip6tables-restore <${libvirtRules}.v6; rm -f ${libvirtRules}.v4 ${libvirtRules}.v6`);
+        // Put back rule by rule (restoring the whole table would reorder its chains).
+        await w.hostExec("kvm", `for f in ${libvirtRules}.*; do t=\${f#${libvirtRules}.}; t=\${t%%.*}; xargs -r -L1 $t <"$f"; rm -f "$f"; done`);
     }
 }
 

@@ -5,6 +5,7 @@
 #   install               install packages, make the key on this host, enable at boot, bring up
 #   up                    kill switch, firewall, then the tunnel (idempotent)
 #   down                  take the tunnel down; the kill switch and firewall stay
+#   seal                  the kill switch and firewall alone (libvirt runs this before it starts)
 #   remove                undo everything install did
 #   status                tunnel, kill switch, firewall, networks, the gateway's last handshake
 #   network-up NAME       define and start the libvirt network from networks/NAME.xml
@@ -52,11 +53,53 @@ sync_policy_routing() {
 
 site_table() { cat "$ROLE_DIR/ruleset.nft"; }
 
+# The kill switch and the firewall: all that guests need to be sealed, with or without a tunnel.
+seal() {
+	sync_policy_routing
+	apply_table site_table
+}
+
+# After a reboot libvirt may start networks and guests before the site's unit has run (socket
+# activation, a unit that failed). The libvirt daemons that start networks run seal first; if
+# it fails, they do not start: the guests stay off rather than reach the uplink.
+LIBVIRT_UNITS="libvirtd.service virtnetworkd.service"
+boot_seal_file() { echo "/etc/systemd/system/$1.d/50-$ROLE.conf"; }
+
+install_boot_seal() {
+	local unit file
+	[ -d /etc/systemd/system ] || return 0
+	for unit in $LIBVIRT_UNITS; do
+		file=$(boot_seal_file "$unit")
+		mkdir -p "${file%/*}"
+		cat >"$file" <<SEAL_EOF
+# $ROLE: the guests' kill switch is in the kernel before libvirt starts a network or a guest.
+[Service]
+ExecStartPre=$ROLE_SCRIPT seal
+SEAL_EOF
+	done
+	if has_systemd; then systemctl daemon-reload; fi
+}
+
+remove_boot_seal() {
+	local unit file
+	for unit in $LIBVIRT_UNITS; do
+		file=$(boot_seal_file "$unit")
+		rm -f "$file"
+		rmdir "${file%/*}" 2>/dev/null || true
+	done
+	if has_systemd; then systemctl daemon-reload; fi
+}
+
+boot_seal_installed() {
+	local unit
+	[ -d /etc/systemd/system ] || return 0
+	for unit in $LIBVIRT_UNITS; do grep -qx "ExecStartPre=$ROLE_SCRIPT seal" "$(boot_seal_file "$unit")" || return 1; done
+}
+
 up() {
 	enable_forwarding
 	# Kill switch and firewall first: if the tunnel cannot come up, guests are already sealed.
-	sync_policy_routing
-	apply_table site_table
+	seal
 	ensure_link
 	ip link set dev "$WG_IF" mtu "$MTU"
 	ip -4 address replace "$ADDRESS_V4" dev "$WG_IF"
@@ -97,6 +140,7 @@ status() {
 	check "guest traffic routed into the tunnel" tunnel_routed
 	check "kill switch (rules and unreachable routes)" kill_switch_complete
 	check "firewall inet $TABLE" table_exists
+	check "kill switch loaded before libvirt at boot" boot_seal_installed
 	check "libvirt networks active" networks_active
 	if link_exists "$WG_IF" >/dev/null 2>&1; then peer_status "$ROLE_DIR/peer.conf"; fi
 	return "$STATUS_BAD"
@@ -108,6 +152,7 @@ install() {
 	mkdir -p "$ROLE_DIR/networks" "$ROLE_DIR/guests"
 	install_unit "wgexit KVM site (tunnel, guest policy routing, kill switch)" "
 Before=libvirtd.service virtqemud.service virtnetworkd.service libvirt-guests.service"
+	install_boot_seal
 	start_unit
 	up
 	cat "$ROLE_DIR/public.key"
@@ -123,6 +168,7 @@ remove() {
 	for file in "$ROLE_DIR"/networks/*.xml; do
 		if [ -e "$file" ]; then network_remove "$(basename "$file" .xml)"; fi
 	done
+	remove_boot_seal
 	remove_unit
 	drop_table
 	drop_policy_routing
@@ -361,6 +407,7 @@ guest_remove() {
 case "${1:-}" in
 install) install ;;
 up) up ;;
+seal) seal ;;
 down) down ;;
 remove) remove ;;
 status) status ;;
@@ -369,5 +416,5 @@ network-up) network_up "${2:?network name}" ;;
 network-remove) network_remove "${2:?network name}" ;;
 guest-up) guest_up "${2:?guest name}" ;;
 guest-remove) guest_remove "${2:?guest name}" ;;
-*) die "usage: $0 install|up|down|remove|status|public-key|network-up NAME|network-remove NAME|guest-up NAME|guest-remove NAME" ;;
+*) die "usage: $0 install|up|seal|down|remove|status|public-key|network-up NAME|network-remove NAME|guest-up NAME|guest-remove NAME" ;;
 esac
