@@ -10,7 +10,7 @@ import { inNs, type RunResult, run, waitFor } from "./exec";
 import type { GuestBootFiles } from "./guests";
 import { SECRET_KEYS } from "../components/config";
 import { cliConfig, readProject } from "./pulumiCli";
-import { LAB, LabWorld } from "./world";
+import { LAB, LabWorld, PYTHON } from "./world";
 
 export interface Check {
     group: string;
@@ -347,6 +347,7 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     await lab.apply(overrides, true);
     const after = await w.hostSnapshot("cloud");
     lab.record(group, "destroy leaves the host as it was", before === after, before === after ? "identical" : diffLines(before, after));
+    if (placement === "existing") await firstInstallUndone(lab, group, overrides, before);
     if (placement === "oci") await w.hostExec("cloud", "iptables-restore <<'EOF'\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\nEOF\nnft delete table ip filter");
 }
 
@@ -386,6 +387,26 @@ async function adoptionRefused(lab: Lab, group: string, overrides: Overrides): P
     lab.record(group, "a wgInterface naming the host's uplink is refused before any change, the host byte-identical", /a link named eth0 already exists/.test(said) && before === after, before === after ? said.trim() : diffLines(before, after));
     const again = await lab.apply(overrides);
     lab.record(group, "after the refusal the operator's SSH still works and nothing is left to do", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+}
+
+/**
+ * A first install that fails halfway: another program holds the WireGuard port, so the tunnel's
+ * configuration fails after forwarding, the link and its addresses are set. The install undoes
+ * itself: the host is byte-identical to before, and the step's error says why.
+ */
+async function firstInstallUndone(lab: Lab, group: string, overrides: Overrides, clean: string): Promise<void> {
+    const w = lab.world;
+    const squatter = w.startLabDaemon("port-squatter", "cloud", [PYTHON, "-c", "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 51820))\ntime.sleep(3600)"]);
+    try {
+        await waitFor("the squatter on UDP 51820", async () => (await w.hostExec("cloud", "ss -Hulnp 'sport = :51820' | grep -q .", true)).code === 0);
+        const failed = await lab.apply(overrides, false, { allowFailure: true });
+        const after = await w.hostSnapshot("cloud");
+        const said = failed.failures.join("\n").match(/.*first install failed.*/)?.[0]?.trim() ?? (failed.failures[0]?.slice(0, 160) || "accepted");
+        lab.record(group, "a first install that fails halfway (port taken) undoes itself: the host byte-identical", failed.failures.length > 0 && /undoing what it did/.test(said) && after === clean, after === clean ? said : diffLines(clean, after));
+    } finally {
+        await w.stopLabDaemon(squatter);
+    }
+    await lab.apply(overrides, true);
 }
 
 /**

@@ -132,14 +132,26 @@ status() {
 	return "$STATUS_BAD"
 }
 
+# A first install that fails halfway (the listen port taken, a module missing) is undone, so
+# the host is as it was before; a later one leaves the running gateway as it is.
+undo_first_install() {
+	local code=$?
+	[ "$code" = 0 ] && return 0
+	log "the first install failed (exit $code); undoing what it did, so this host is as it was"
+	remove
+	exit "$code"
+}
+
 install() {
 	install_packages wg:wireguard-tools nft:nftables
+	if [ ! -e "$ROLE_DIR/ready" ]; then trap undo_first_install EXIT; fi
 	ensure_key
 	install_unit "wgexit gateway (WireGuard exit, NAT and firewall)"
 	start_unit
 	# Without systemd (or when already active) converge directly; up is idempotent.
 	up
 	touch "$ROLE_DIR/ready"
+	trap - EXIT
 	cat "$ROLE_DIR/public.key"
 }
 
