@@ -157,6 +157,28 @@ export async function laptopScenario(lab: Lab): Promise<void> {
     lab.record(group, "destroy restores the VM exactly", before.vm === after.vm, before.vm === after.vm ? "identical" : diffLines(before.vm, after.vm));
     const reachable = await lanToLaptop();
     lab.record(group, "after destroy the laptop uses its Wi-Fi directly again", reachable === "open", `SSH from the LAN: ${reachable}`);
+
+    await switchOverUndone(lab, group, overrides);
+}
+
+/**
+ * A switch-over that fails halfway: the laptop has lost its IPv6 address on the VM link, so
+ * the IPv6 routes via the VM are refused after the firewall, the endpoint route and the IPv4
+ * routes are in place. The laptop puts everything back: byte-identical, its Wi-Fi usable.
+ */
+async function switchOverUndone(lab: Lab, group: string, overrides: Record<string, unknown>): Promise<void> {
+    const w = lab.world;
+    await w.hostExec("laptop", `ip addr del ${LAB.laptop.linkV6}/64 dev vmnet0`);
+    try {
+        const clean = await w.hostSnapshot("laptop");
+        const failed = await lab.apply(overrides, false, { allowFailure: true });
+        const after = await w.hostSnapshot("laptop");
+        const said = failed.failures.join("\n").match(/.*switch-over failed.*/)?.[0]?.trim() ?? (failed.failures[0]?.slice(0, 160) || "accepted");
+        lab.record(group, "a first switch-over that fails halfway is undone: the laptop byte-identical", /putting routes, firewall and DNS back/.test(said) && after === clean, after === clean ? said : diffLines(clean, after));
+    } finally {
+        await w.hostExec("laptop", `ip addr add ${LAB.laptop.linkV6}/64 dev vmnet0 nodad`);
+    }
+    await lab.apply(overrides, true);
 }
 
 /** Removes the laptop's firewall and its routes to the VM, then runs the same leak check. */

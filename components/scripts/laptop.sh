@@ -91,10 +91,35 @@ status() {
 	return "$STATUS_BAD"
 }
 
+# A first switch-over that fails halfway (a route the VM link refuses, DNS that cannot be set)
+# is undone: routes, firewall and DNS go back as they were, and the laptop uses its network
+# directly. A later one that fails leaves the kill switch closed, and says so.
+undo_first_install() {
+	local code=$?
+	[ "$code" = 0 ] && return 0
+	log "the switch-over failed (exit $code); putting routes, firewall and DNS back as they were"
+	watch_off
+	down
+	rm -rf "$STATE_DIR"
+	rmdir "${STATE_DIR%/*}" 2>/dev/null || true
+	exit "$code"
+}
+
+kill_switch_stays() {
+	local code=$?
+	[ "$code" = 0 ] && return 0
+	log "the switch-over failed (exit $code); the kill switch stays closed: only the VM's WireGuard flow may leave the uplink ('$ROLE_SCRIPT down' gives the network back without the tunnel)"
+	exit "$code"
+}
+
 install() {
+	# Installed before: it says so (or, from an earlier version, it has an endpoint recorded).
+	if [ -e "$STATE_DIR/installed" ] || [ -e "$STATE_DIR/endpoint" ]; then trap kill_switch_stays EXIT; else trap undo_first_install EXIT; fi
 	mkdir -p "$STATE_DIR"
 	up
 	watch_on
+	touch "$STATE_DIR/installed"
+	trap - EXIT
 }
 
 remove() {
