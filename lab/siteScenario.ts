@@ -243,6 +243,7 @@ EOF`);
 
     await severalGuestsAtOnce(lab, group);
     await foreignNetworkRefused(lab, group);
+    await foreignNamesRefused(lab, group);
 
     const destroyed = await lab.apply({}, true);
     const after = await w.hostSnapshot("kvm");
@@ -371,6 +372,33 @@ async function bootWindow(lab: Lab, group: string, resolver: string): Promise<vo
         // Put back rule by rule (restoring the whole table would reorder its chains).
         await w.hostExec("kvm", `for f in ${libvirtRules}.*; do t=\${f#${libvirtRules}.}; t=\${t%%.*}; xargs -r -L1 $t <"$f"; rm -f "$f"; done`);
     }
+}
+
+/**
+ * The site's install step, re-run with a bridge named like libvirt's own virbr0 and then with a
+ * routeTable whose rule priority another program uses: each refused before any change.
+ */
+async function foreignNamesRefused(lab: Lab, group: string): Promise<void> {
+    const w = lab.world;
+    const site = (lab.baseOverrides().sites as { networks: Record<string, unknown>[] }[])[0];
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+        ["a bridge named like libvirt's own virbr0", { networks: site.networks.map((n, i) => (i === 0 ? { ...n, bridge: "virbr0" } : n)) }, /a link named virbr0 already exists on this host and is not a bridge of this site's networks/],
+        ["a routeTable whose rule priority another program uses", { routeTable: 7800 }, /rule priority 7800 is already used on this host/],
+    ];
+    await w.hostExec("kvm", "ip rule add pref 7800 from 192.0.2.1 lookup 100");
+    try {
+        for (const [what, change, expected] of cases) {
+            const before = await w.hostSnapshot("kvm");
+            const refused = await lab.apply({ sites: siteWith(lab, change) }, false, { allowFailure: true });
+            const after = await w.hostSnapshot("kvm");
+            const said = refused.failures.join("\n").match(/.*refused before any change.*/)?.[0]?.trim() ?? (refused.failures[0]?.slice(0, 160) || "accepted");
+            lab.record(group, `${what}: refused before any change, the host byte-identical`, expected.test(said) && before === after, before === after ? said : diffLines(before, after));
+        }
+    } finally {
+        await w.hostExec("kvm", "ip rule del pref 7800 from 192.0.2.1 lookup 100");
+    }
+    const again = await lab.apply({});
+    lab.record(group, "after the refusals the operator's SSH still works and nothing is left to do", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
 }
 
 /** The committed site with some fields changed (the lab's guest files kept). */

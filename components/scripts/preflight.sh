@@ -27,8 +27,9 @@ if ip link show dev "$WG_IF" >/dev/null 2>&1; then
 fi
 
 # The policy-routing table, and the rule priority of the same number: free, unless this role
-# is installed already (its rules and routes are the ones there).
-if [ -n "$ROUTE_TABLE" ] && [ ! -e "$ROLE_DIR/interface" ]; then
+# is installed with it already (its rules and routes are the ones there).
+installed_table=$(sed -n "s/^ROUTE_TABLE='\([0-9]*\)'\$/\1/p" "$ROLE_DIR/settings.env" 2>/dev/null || true)
+if [ -n "$ROUTE_TABLE" ] && { [ ! -e "$ROLE_DIR/interface" ] || [ "$ROUTE_TABLE" != "$installed_table" ]; }; then
 	for family in 4 6; do
 		if ip "-$family" rule show pref "$ROUTE_TABLE" 2>/dev/null | grep -q .; then
 			refuse "rule priority $ROUTE_TABLE is already used on this host (ip -$family rule show pref $ROUTE_TABLE); set another routeTable"

@@ -3,6 +3,7 @@
 import * as assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { describe, it } from "node:test";
 import * as ts from "typescript";
@@ -84,7 +85,15 @@ describe("host scripts as files", () => {
                 assert.match(preflight({ bridges: ["lo"] }).stderr, /a link named lo already exists on this host and is not a bridge of this site's networks/);
                 sh("ip rule add pref 7700 from 192.0.2.1 lookup 100");
                 assert.match(preflight({ routeTable: 7700 }).stderr, /rule priority 7700 is already used on this host/);
-                sh("ip rule del pref 7700; ip route add unreachable 192.0.2.0/24 table 7700");
+                // An installed role keeps its own table, and may not move to one that is taken.
+                const roleDir = fs.mkdtempSync(path.join(os.tmpdir(), "wgexit-preflight-"));
+                fs.writeFileSync(path.join(roleDir, "interface"), "wgexit0\n");
+                fs.writeFileSync(path.join(roleDir, "settings.env"), "ROUTE_TABLE='7700'\n");
+                assert.equal(preflight({ roleDir, routeTable: 7700 }).status, 0, "its own table, in use by itself");
+                sh("ip rule add pref 7800 from 192.0.2.1 lookup 100");
+                assert.match(preflight({ roleDir, routeTable: 7800 }).stderr, /rule priority 7800 is already used on this host/);
+                fs.rmSync(roleDir, { recursive: true });
+                sh("ip rule del pref 7800; ip rule del pref 7700; ip route add unreachable 192.0.2.0/24 table 7700");
                 assert.match(preflight({ routeTable: 7700 }).stderr, /route table 7700 already has routes/);
 
                 // The operator's session, as sshd describes it: client address and port, server address and port.
