@@ -103,6 +103,7 @@ export function preflight(p: PreflightSettings): string {
         ROUTED: (p.routed?.prefixes ?? []).join(" "),
         ROUTED_WHAT: p.routed?.what ?? "",
     });
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell, expanded by the host's shell
     const passOperator = '$S env OPERATOR="${SSH_CONNECTION:-}" bash -s';
     return `${passOperator} <<'${marker}'\n${script.replace(/\n$/, "")}\n${marker}`;
 }
