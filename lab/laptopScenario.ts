@@ -15,8 +15,11 @@ const VM_SCRIPT = "/etc/wgexit/laptop-vm/vm.sh";
 const VM_WG = "wgexit1";
 const ENDPOINT = `${LAB.cloudPublic.v4}.51820`;
 const HTTP = (host: string) => `http://${host.includes(":") ? `[${host}]` : host}:${LAB.server.httpPort}/`;
-// A second router address on the home LAN: where the laptop "roams" to.
-const ROAMED_ROUTER = "192.168.1.254";
+// The second café: another subnet on the same Wi-Fi (the home router plays both routers), with
+// its own resolver, which alone knows the name cafe.test.
+const CAFE2 = { router: "192.168.7.1", routerV6: "2001:db8:7::1", laptop: "192.168.7.60", net: "192.168.7.0/24", name: "cafe.test" };
+/** The longest the laptop may go without an answer across a roam, in seconds. */
+const ROAM_RECOVERY_BOUND_S = 10;
 
 interface Capture {
     /** Frames sent by the laptop's Wi-Fi interface, as tcpdump prints them. */
@@ -29,7 +32,7 @@ interface Capture {
  * Captures every frame on the home router's side of the laptop's Wi-Fi link while `during`
  * runs. Only ARP and UDP to the gateway's endpoint may come from the laptop.
  */
-async function captureUplink(lab: Lab, during: () => Promise<void>): Promise<Capture> {
+async function captureUplink(lab: Lab, during: () => Promise<void>, laptopAddresses: string[] = [LAB.laptop.wlanV4]): Promise<Capture> {
     const w = lab.world;
     const pcap = path.join(w.root, "laptop-uplink.pcap");
     fs.rmSync(pcap, { force: true });
@@ -44,7 +47,8 @@ async function captureUplink(lab: Lab, during: () => Promise<void>): Promise<Cap
     const mac = (await inNs(w.ns("laptop"), "cat /sys/class/net/wlan0/address")).stdout.trim();
     const frames = (await inNs(w.ns("home"), `tcpdump -r ${pcap} -nn -e 2>/dev/null`, { allowFail: true })).stdout.split("\n").filter(Boolean);
     const fromLaptop = frames.filter((f) => f.split(" ")[1] === mac);
-    const allowed = (f: string) => /ethertype ARP/.test(f) || new RegExp(`: ${LAB.laptop.wlanV4.replace(/\./g, "\\.")}\\.\\d+ > ${ENDPOINT.replace(/\./g, "\\.")}: UDP`).test(f);
+    const dots = (s: string) => s.replace(/\./g, "\\.");
+    const allowed = (f: string) => /ethertype ARP/.test(f) || laptopAddresses.some((a) => new RegExp(`: ${dots(a)}\\.\\d+ > ${dots(ENDPOINT)}: UDP`).test(f));
     return { fromLaptop, leaks: fromLaptop.filter((f) => !allowed(f)) };
 }
 
@@ -138,15 +142,7 @@ export async function laptopScenario(lab: Lab): Promise<void> {
     await w.hostExec("laptop", `${LAPTOP_SCRIPT} up`);
     await w.hostExec("lvm", `${VM_SCRIPT} up`);
 
-    // Roaming: the Wi-Fi's router changes; the watcher's 'reroute' moves the endpoint route.
-    await inNs(w.ns("home"), `ip addr add ${ROAMED_ROUTER}/24 dev br0`);
-    await w.hostExec("laptop", `ip route replace default via ${ROAMED_ROUTER} dev wlan0 && ${LAPTOP_SCRIPT} reroute`);
-    const endpointRoute = (await w.hostExec("laptop", `ip -4 route show ${LAB.cloudPublic.v4}/32`)).stdout.trim();
-    await waitFor("egress after roaming", async () => (await laptopProbes(lab)).http4 === LAB.cloudPublic.v4, 30_000, 1000).catch(() => undefined);
-    const roamed = await laptopProbes(lab);
-    lab.record(group, "after roaming, reroute moves the endpoint route and egress resumes", endpointRoute.includes(`via ${ROAMED_ROUTER}`) && roamed.http4 === LAB.cloudPublic.v4, `${endpointRoute}; server saw ${roamed.http4 ?? "nothing"}`);
-    await w.hostExec("laptop", `ip route replace default via ${LAB.home.lanV4} dev wlan0 && ${LAPTOP_SCRIPT} reroute`);
-    await inNs(w.ns("home"), `ip addr del ${ROAMED_ROUTER}/24 dev br0`);
+    await roamWithTraffic(lab, group);
 
     const again = await lab.apply(overrides);
     lab.record(group, "re-apply changes nothing", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
@@ -179,6 +175,80 @@ async function switchOverUndone(lab: Lab, group: string, overrides: Record<strin
         await w.hostExec("laptop", `ip addr add ${LAB.laptop.linkV6}/64 dev vmnet0 nodad`);
     }
     await lab.apply(overrides, true);
+}
+
+/**
+ * The laptop moves to another café (another subnet, another router, another resolver) while a
+ * ping runs through the tunnel and the VM's WireGuard keeps sending. As on a real laptop: the
+ * address goes, the new one comes with its default route and its DHCP's resolv.conf, and a
+ * second later the network watcher runs `reroute`. Egress must resume within the bound, and
+ * nothing but the WireGuard flow from the laptop's own address may leave the Wi-Fi. Then
+ * `status` on the laptop must fail while the VM's tunnel is gone, and `down` must leave the
+ * laptop resolving through the café it is in. At the end the laptop is back at the first café.
+ */
+async function roamWithTraffic(lab: Lab, group: string): Promise<void> {
+    const w = lab.world;
+    const resolverLog = path.join(w.root, "cafe2-resolver.log");
+    fs.writeFileSync(resolverLog, "");
+    await inNs(w.ns("home"), `ip addr add ${CAFE2.router}/24 dev br0 && nft add table ip cafe2 && nft 'add chain ip cafe2 postrouting { type nat hook postrouting priority srcnat; }' && nft add rule ip cafe2 postrouting oifname wan ip saddr ${CAFE2.net} masquerade`);
+    const resolver = w.startLabDaemon("cafe2-dns", "home", ["dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root", "--pid-file=", `--listen-address=${CAFE2.router}`, `--address=/${CAFE2.name}/${CAFE2.router}`, `--address=/${CAFE2.name}/${CAFE2.routerV6}`, "--log-queries", `--log-facility=${resolverLog}`]);
+    const originalResolvConf = (await w.hostExec("laptop", "cat /etc/wgexit/laptop/resolv.conf.saved 2>/dev/null || cat /etc/resolv.conf")).stdout;
+    const ping = w.startLabDaemon("roam-ping", "laptop", ["ping", "-D", "-n", "-i", "0.2", "-W", "1", LAB.server.v4]);
+    let roamedAt = 0;
+    try {
+        await waitFor("the ping through the tunnel", () => /bytes from/.test(fs.readFileSync(ping.logFile, "utf8")), 10_000);
+        const capture = await captureUplink(
+            lab,
+            async () => {
+                roamedAt = Date.now() / 1000;
+                // The Wi-Fi joins café 2: its address and router, then its DHCP's resolv.conf; the watcher fires a second later.
+                await w.hostExec("laptop", `ip addr del ${LAB.laptop.wlanV4}/24 dev wlan0 && ip addr add ${CAFE2.laptop}/24 dev wlan0 && ip route replace default via ${CAFE2.router} dev wlan0 && printf 'nameserver ${CAFE2.router}\n' >/etc/resolv.conf.dhcp && mv -f /etc/resolv.conf.dhcp /etc/resolv.conf`);
+                await new Promise((r) => setTimeout(r, 1000));
+                await w.hostExec("laptop", `${LAPTOP_SCRIPT} reroute`);
+                await waitFor("egress after roaming", () => repliesAfter(fs.readFileSync(ping.logFile, "utf8"), roamedAt + 1.2).length > 0, ROAM_RECOVERY_BOUND_S * 1000, 200).catch(() => undefined);
+                // The traffic after the gap is captured too.
+                await new Promise((r) => setTimeout(r, 3000));
+            },
+            [LAB.laptop.wlanV4, CAFE2.laptop],
+        );
+        const first = repliesAfter(fs.readFileSync(ping.logFile, "utf8"), roamedAt + 1.2)[0];
+        const recovery = first === undefined ? undefined : first - roamedAt;
+        const wireguard = capture.fromLaptop.filter((f) => / UDP/.test(f)).length;
+        lab.record(
+            group,
+            `roaming with traffic in flight: egress resumes within ${ROAM_RECOVERY_BOUND_S} s`,
+            recovery !== undefined && recovery <= ROAM_RECOVERY_BOUND_S,
+            recovery === undefined ? `no reply in ${ROAM_RECOVERY_BOUND_S} s` : `first reply ${recovery.toFixed(1)} s after the Wi-Fi changed (the watcher ran at 1.0 s)`,
+        );
+        lab.record(group, "roaming with traffic in flight: 0 frames leave but the WireGuard flow from the laptop's own address", capture.leaks.length === 0 && wireguard > 0, capture.leaks.length ? `${capture.leaks.length} leaked, e.g. ${capture.leaks[0]}` : `${wireguard} WireGuard frames, nothing else`);
+    } finally {
+        await w.stopLabDaemon(ping);
+    }
+
+    // status on the laptop itself sees the whole path: with the VM's tunnel gone it fails, in bounded time.
+    await w.hostExec("lvm", `ip link del ${VM_WG}`);
+    const started = Date.now();
+    const broken = await w.hostExec("laptop", `${LAPTOP_SCRIPT} status`, true);
+    const took = (Date.now() - started) / 1000;
+    lab.record(group, "laptop.sh status fails while the VM's tunnel is gone (bounded in time)", broken.code !== 0 && took < 15, `exit ${broken.code} in ${took.toFixed(1)} s: ${broken.stdout.split("\n").filter((l) => /FAIL/.test(l)).join("; ") || broken.stdout.trim().split("\n").pop()}`);
+    await w.hostExec("lvm", `${VM_SCRIPT} up`);
+
+    // down after roaming: names resolve through café 2's resolver.
+    await w.hostExec("laptop", `${LAPTOP_SCRIPT} down`);
+    const looked = await w.hostExec("laptop", `timeout 5 busybox nslookup ${CAFE2.name}`, true);
+    const asked = fs.readFileSync(resolverLog, "utf8").split("\n").some((l) => l.includes(`query[A] ${CAFE2.name}`));
+    lab.record(group, "down after roaming resolves names through the network the laptop is on now", looked.code === 0 && looked.stdout.includes(CAFE2.router) && asked, `nslookup ${CAFE2.name}: exit ${looked.code}; café 2's resolver ${asked ? "answered" : "was not asked"}; resolv.conf: ${(await w.hostExec("laptop", "cat /etc/resolv.conf")).stdout.trim().replace(/\n/g, " | ")}`);
+
+    // Back to the first café, as its DHCP would write it, and up again.
+    await w.hostExec("laptop", `ip addr del ${CAFE2.laptop}/24 dev wlan0 && ip addr add ${LAB.laptop.wlanV4}/24 dev wlan0 && ip route replace default via ${LAB.home.lanV4} dev wlan0 && cat >/etc/resolv.conf <<'EOF'\n${originalResolvConf.trimEnd()}\nEOF\n${LAPTOP_SCRIPT} up`);
+    await w.stopLabDaemon(resolver);
+    await inNs(w.ns("home"), `nft delete table ip cafe2; ip addr del ${CAFE2.router}/24 dev br0`);
+    await waitFor("egress back at the first café", async () => (await laptopProbes(lab)).http4 === LAB.cloudPublic.v4, 30_000, 1000).catch(() => undefined);
+}
+
+/** Unix times of the replies in `ping -D` output, after `since`. */
+function repliesAfter(log: string, since: number): number[] {
+    return [...log.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from/gm)].map((m) => Number(m[1])).filter((t) => t > since);
 }
 
 /** Removes the laptop's firewall and its routes to the VM, then runs the same leak check. */

@@ -26,6 +26,10 @@ route_present() {
 	ip "-$1" route show "$2" | grep -q .
 }
 
+# While the network changes, the VM's WireGuard flow may be routed elsewhere (back to the VM);
+# let through, that packet would pin the flow to a connection-tracking entry without NAT, which
+# keepalives keep alive forever. So it leaves by the uplink or not at all, and, after NAT, never
+# with the VM's own address.
 firewall_on() {
 	local phys=$1 endpoint=$2
 	{
@@ -48,10 +52,15 @@ table inet $LAPTOP_TABLE {
 	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+		ip saddr $VM_V4 ip daddr $endpoint udp dport $ENDPOINT_PORT oifname != "$phys" counter drop comment "the VM's WireGuard flow leaves by the uplink or not at all"
 		oifname "$phys" ip saddr $VM_V4 ip daddr $endpoint udp dport $ENDPOINT_PORT accept comment "the VM's WireGuard flow"
 		iifname "$phys" ip saddr $endpoint udp sport $ENDPOINT_PORT ct state established accept comment "its replies"
 		oifname "$phys" counter drop comment "kill switch: only the WireGuard flow leaves the uplink"
 		iifname "$phys" counter drop
+	}
+	chain postrouting {
+		type filter hook postrouting priority srcnat + 1; policy accept;
+		oifname "$phys" ip saddr $VM_V4 counter drop comment "after NAT: the VM's own address never leaves the uplink"
 	}
 }
 NFT_EOF
@@ -77,8 +86,15 @@ uses_resolved() {
 	command -v resolvectl >/dev/null 2>&1 && resolvectl status >/dev/null 2>&1
 }
 
+OUR_RESOLV_CONF="# wgexit: through the tunnel"
+
+# What the network itself gives is saved before ours replaces it, and saved again whenever the
+# network has written its own since (a new DHCP lease after roaming), so 'down' gives back the
+# current network's resolvers, not those of the network where the laptop was first set up.
 dns_save() {
-	if ! uses_resolved && [ ! -e "$STATE_DIR/resolv.conf.saved" ] && [ ! -L "$STATE_DIR/resolv.conf.saved" ]; then
+	uses_resolved && return 0
+	if [ -L /etc/resolv.conf ] || [ "$(head -n 1 /etc/resolv.conf 2>/dev/null)" != "$OUR_RESOLV_CONF" ]; then
+		rm -f "$STATE_DIR/resolv.conf.saved"
 		cp -a /etc/resolv.conf "$STATE_DIR/resolv.conf.saved"
 	fi
 }
@@ -89,7 +105,7 @@ dns_set() {
 		resolvectl domain "$(vm_link)" "~."
 	else
 		rm -f /etc/resolv.conf
-		printf '# wgexit: through the tunnel\nnameserver %s\n' "$RESOLVER" >/etc/resolv.conf
+		printf '%s\nnameserver %s\n' "$OUR_RESOLV_CONF" "$RESOLVER" >/etc/resolv.conf
 	fi
 }
 
@@ -105,6 +121,17 @@ dns_restore() {
 dns_present() {
 	if uses_resolved; then resolvectl dns "$(vm_link)" | grep -qF "$RESOLVER"; else grep -qx "nameserver $RESOLVER" /etc/resolv.conf; fi
 }
+
+# The VM's WireGuard flow starts afresh after the uplink changed (conntrack, where installed;
+# the firewall already keeps a stale entry from forming in the gap).
+forget_flow() {
+	local endpoint=$1
+	if command -v conntrack >/dev/null 2>&1; then
+		conntrack -D -p udp -s "$VM_V4" -d "$endpoint" --dport "$ENDPOINT_PORT" >/dev/null 2>&1 || true
+	fi
+}
+
+ping_once() { ping -c 1 -W 2 "$1"; }
 
 # NetworkManager runs dispatcher scripts when the network changes (Wi-Fi roaming).
 watch_on() {

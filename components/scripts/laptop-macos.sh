@@ -86,6 +86,15 @@ dns_present() {
 	networksetup -getdnsservers "$NETWORK_SERVICE" | grep -qx "$RESOLVER"
 }
 
+# The VM software's NAT state for the VM's WireGuard flow, made on the previous network, goes
+# once the new routes and rules are in place: the next packet makes a state on the new uplink.
+forget_flow() {
+	local endpoint=$1
+	pfctl -q -k "$VM_V4" -k "$endpoint" 2>/dev/null || true
+}
+
+ping_once() { ping -c 1 -t 2 "$1"; }
+
 # launchd re-runs 'reroute' whenever the network configuration changes (Wi-Fi roaming).
 watch_on() {
 	cat >"$PLIST" <<PLIST_EOF

@@ -9,7 +9,7 @@
 #   reroute   re-detect the uplink (after roaming) and move the endpoint route and firewall
 #   down      put routes, firewall and DNS back as they were; keep the saved state
 #   remove    down, stop watching, delete everything
-#   status    routes, firewall and DNS; non-zero when something is off (the VM reports the tunnel)
+#   status    routes, firewall, DNS, the VM and a probe through its tunnel; non-zero when traffic cannot pass
 set -eu
 # Its settings come from settings.env beside it: ENDPOINT_HOST, ENDPOINT_PORT, LAPTOP_TABLE,
 #  NETWORK_SERVICE, RESOLVER, ROLE_SCRIPT, STATE_DIR, VM_V4, VM_V6, OS.
@@ -56,6 +56,7 @@ up() {
 		route_set 6 ::/1 "$VM_V6"
 		route_set 6 8000::/1 "$VM_V6"
 	fi
+	forget_flow "$endpoint"
 	dns_set
 }
 
@@ -81,6 +82,20 @@ down() {
 . "$HERE/status.sh"
 
 routes_via_vm() { route_present 4 0.0.0.0/1 && route_present 4 128.0.0.0/1; }
+
+# tcp_probe HOST PORT SECONDS: a TCP connection opens within the time (bash's /dev/tcp; macOS
+# has no timeout(1)).
+tcp_probe() {
+	local pid killer code
+	(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null &
+	pid=$!
+	(sleep "$3" && kill "$pid") >/dev/null 2>&1 &
+	killer=$!
+	code=0
+	wait "$pid" || code=$?
+	kill "$killer" 2>/dev/null || true
+	return "$code"
+}
 endpoint_routed() { [ -e "$STATE_DIR/endpoint" ] && route_present 4 "$(cat "$STATE_DIR/endpoint")/32"; }
 
 status() {
@@ -88,6 +103,9 @@ status() {
 	check "endpoint route via the uplink" endpoint_routed
 	check "uplink firewall" firewall_present
 	check "DNS $RESOLVER" dns_present
+	# The whole path, as the user needs it: the VM, its tunnel, the gateway, the internet.
+	check "the VM answers ($VM_V4)" ping_once "$VM_V4"
+	check "traffic passes the tunnel (TCP to the resolver $RESOLVER:53 within 4 s)" tcp_probe "$RESOLVER" 53 4
 	return "$STATUS_BAD"
 }
 

@@ -90,6 +90,10 @@ describe("laptop renderers", () => {
         assert.match(script, /PF_ANCHOR="com\.apple\/wgexit"/, "an anchor the stock pf.conf already loads");
         assert.match(pf, /pfctl -E/);
         assert.match(fn(script, "firewall_off"), /pfctl -q -X/, "the pf enable reference is released");
+        // Roaming with traffic in flight: the NAT state made on the previous network goes, after the new routes and rules.
+        assert.match(fn(script, "forget_flow"), /pfctl -q -k "\$VM_V4" -k "\$endpoint"/);
+        assert.ok(up.lastIndexOf("route_set") < up.indexOf('forget_flow "$endpoint"'), "the flow is forgotten once the new routes are in place");
+        assert.match(fn(script, "ping_once"), /ping -c 1 -t 2 "\$1"/, "macOS ping: -t is the deadline");
         assert.match(fn(script, "dns_save"), /networksetup -getdnsservers "\$NETWORK_SERVICE"/);
         assert.match(fn(script, "dns_set"), /networksetup -setdnsservers "\$NETWORK_SERVICE" "\$RESOLVER"/);
         assert.match(fn(script, "dns_restore"), /-setdnsservers "\$NETWORK_SERVICE" empty/);
