@@ -1,9 +1,10 @@
 // npm run bench [-- --quick]
 // One run, on this machine: plan time under mocks as the estate grows (sites × guests), and,
-// as root on Linux, the lab's data plane for our KVM site and for the KVM seed's hand-made
-// configuration in the same world, plus the lab's wall time. Figures are medians and ratios;
-// the benchmark never fails because of timing. --quick is CI's smoke run. Each section says
-// on stderr when it starts and how long it took.
+// as root on Linux, the lab's data plane: our KVM site, the KVM seed's hand-made configuration
+// and bare WireGuard, alternating round by round; an ablation of our data plane; and apply time
+// with 1 and 8 new guests. Figures are medians over rounds with their spread, ratios are taken
+// per round; the benchmark never fails because of timing. --quick is CI's smoke run. Each
+// section says on stderr when it starts and how long it took.
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -11,11 +12,12 @@ import { labUnsupportedReason } from "../lab/cli";
 import { Lab } from "../lab/lab";
 import { phase } from "../lab/progress";
 import { baseConfig, runProgram } from "../test/helpers/program";
-import { ours, type PathFigures, seed, type Walls } from "./dataplane";
+import { type ApplyTime, applyTimes } from "./applyTime";
+import { bareSetup, oursSetup, type PmtuDownload, pmtuDownload, type Setup, seedSetup, type Walls } from "./dataplane";
+import { ablation, alternate, type RoundResults, ratios, type Spread, spread, type VariantResult, verdict } from "./rounds";
 
 const quick = process.argv.includes("--quick");
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const ratio = (a: number, b: number) => (b > 0 ? Number((a / b).toFixed(2)) : null);
 const KEY = (i: number) => Buffer.alloc(32, (i % 250) + 1).toString("base64");
 
 /** An estate of `sites` KVM sites with `guests` guests each. */
@@ -65,7 +67,25 @@ async function planTimes() {
     });
 }
 
-async function dataPlane(): Promise<{ skipped: string } | { ours: PathFigures; seed: PathFigures; walls: Walls }> {
+interface DataPlane {
+    rounds: RoundResults;
+    pmtu: { ours: PmtuDownload; seed: PmtuDownload };
+    ablation: VariantResult[];
+    applyTimes: ApplyTime[] | { skipped: string };
+    walls: Partial<Walls>;
+    load: { before: number[]; after: number[] };
+}
+
+async function withSetup<T>(setup: Setup, work: () => Promise<T>): Promise<T> {
+    await setup.up();
+    try {
+        return await work();
+    } finally {
+        await setup.down();
+    }
+}
+
+async function dataPlane(): Promise<{ skipped: string } | DataPlane> {
     const reason = labUnsupportedReason();
     if (reason) {
         console.error(`[bench] data plane skipped: ${reason}`);
@@ -73,11 +93,22 @@ async function dataPlane(): Promise<{ skipped: string } | { ours: PathFigures; s
     }
     const lab = await phase("data plane: building the lab world", () => Lab.start(), "bench");
     try {
-        const opts = quick ? { runs: 1, seconds: 1, pings: 5, pmtuLimit: 10 } : { runs: 3, seconds: 5, pings: 40, pmtuLimit: 30 };
+        const o = quick
+            ? { rounds: 1, seconds: 1, pings: 5, ablationRounds: 1, ablationSeconds: 1, pmtuLimit: 10, guests: [1, 2] }
+            : { rounds: 5, seconds: 4, pings: 20, ablationRounds: 3, ablationSeconds: 3, pmtuLimit: 30, guests: [1, 8] };
+        const load = { before: os.loadavg().map((l) => Number(l.toFixed(2))), after: [] as number[] };
+        const walls: Partial<Walls> = {};
+        const [ours, seed, bare] = [oursSetup(lab, walls), seedSetup(lab), bareSetup(lab)];
         // The seed first, on a fresh world: nothing learned by earlier flows can help it.
-        const theirs = await phase("data plane: the KVM seed's configuration, applied by hand", () => seed(lab, opts), "bench");
-        const mine = await phase("data plane: wgexit's KVM site (apply, measure, re-apply, destroy)", () => ours(lab, opts), "bench");
-        return { ours: mine.figures, seed: theirs, walls: mine.walls };
+        const pmtu = {
+            seed: await phase("data plane: 4 MB download, the seed", () => withSetup(seed, () => pmtuDownload(lab, o.pmtuLimit)), "bench"),
+            ours: await phase("data plane: 4 MB download, ours", () => withSetup(ours, () => pmtuDownload(lab, o.pmtuLimit)), "bench"),
+        };
+        const rounds = await alternate(lab, [ours, seed, bare], o.rounds, o.seconds, o.pings);
+        const variants = await withSetup(ours, () => ablation(lab, ours, o.ablationRounds, o.ablationSeconds));
+        const applied = await applyTimes(lab, o.guests);
+        load.after = os.loadavg().map((l) => Number(l.toFixed(2)));
+        return { rounds, pmtu, ablation: variants, applyTimes: applied, walls, load };
     } finally {
         await phase("data plane: teardown", () => lab.destroy(), "bench");
     }
@@ -125,21 +156,61 @@ function markdown(results: {
         lines.push("", `Data plane: skipped (${d.skipped}).`);
         return lines.join("\n");
     }
-    const row = (label: string, a: PathFigures) =>
-        `| ${label} | ${a.throughputMbps.internet} | ${a.throughputMbps.tunnel} | ${ratio(a.throughputMbps.internet, a.throughputMbps.tunnel)} | ${a.latencyMs.internet.median} / ${a.latencyMs.internet.p95} | ${a.latencyMs.tunnel.median} / ${a.latencyMs.tunnel.p95} | ${a.pmtuDownload.completed ? `completes in ${a.pmtuDownload.seconds} s` : `does not complete (${a.pmtuDownload.bytes} bytes in ${a.pmtuDownload.seconds} s)`} |`;
-    lines.push(
-        "",
-        `| setup | guest → internet Mbit/s | guest → gateway (tunnel only) Mbit/s | internet / tunnel | ping internet ms (median / p95) | ping tunnel ms (median / p95) | 4 MB download, server drops "frag needed" |`,
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        row("wgexit", d.ours),
-        row("KVM seed, by hand", d.seed),
-        "",
-        `Ours against the seed, guest → internet throughput: ${ratio(d.ours.throughputMbps.internet, d.seed.throughputMbps.internet)}. ` +
-            `Throughput is the median of ${d.ours.throughputMbps.runs} iperf3 runs of ${d.ours.throughputMbps.seconds} s; latency from ${d.ours.latencyMs.pings} pings.`,
-        "",
-        `Lab wall time: apply ${d.walls.applyMs} ms, re-apply ${d.walls.reapplyMs} ms, destroy ${d.walls.destroyMs} ms (one run).`,
-    );
+    lines.push("", ...dataPlaneMarkdown(d));
     return lines.join("\n");
+}
+
+const fmt = (x: number | undefined, digits = 1) => (x === undefined ? "-" : x.toFixed(digits));
+const range = (s: Spread | undefined, digits = 1) => (s ? `${fmt(s.median, digits)} (${fmt(s.min, digits)}–${fmt(s.max, digits)})` : "-");
+const iqr = (s: Spread | undefined) => (s ? `${s.median.toFixed(2)} (IQR ${s.q1.toFixed(2)}–${s.q3.toFixed(2)}, range ${s.min.toFixed(2)}–${s.max.toFixed(2)}, ${s.n} rounds)` : "-");
+const headline = (s: Spread | undefined) => (verdict(s) === "ok" ? iqr(s) : `too noisy to claim a difference: ${iqr(s)}`);
+
+function dataPlaneMarkdown(d: DataPlane): string[] {
+    const by = (name: string) => d.rounds.setups.find((s) => s.name === name)?.samples ?? [];
+    const [ours, seed, bare] = [by("wgexit"), by("KVM seed, by hand"), by("bare WireGuard (ceiling)")];
+    const internet = (xs: typeof ours) => xs.map((x) => x.internet ?? 0);
+    const tunnel = (xs: typeof ours) => xs.map((x) => x.tunnel);
+    const pingMedian = (xs: number[][]) => spread(xs.map((p) => spread(p)?.median ?? Number.NaN).filter((x) => !Number.isNaN(x)));
+    const row = (name: string, xs: typeof ours, pmtu?: PmtuDownload) =>
+        `| ${name} | ${xs[0]?.internet === undefined ? "-" : range(spread(internet(xs)))} | ${range(spread(tunnel(xs)))} | ${xs[0]?.internet === undefined ? "-" : range(spread(ratios(internet(xs), tunnel(xs))), 2)} | ${range(pingMedian(xs.map((x) => x.pingInternetMs)), 3)} | ${range(pingMedian(xs.map((x) => x.pingTunnelMs)), 3)} | ${pmtu ? (pmtu.completed ? `completes in ${pmtu.seconds} s` : `does not complete (${pmtu.bytes} bytes in ${pmtu.seconds} s)`) : "-"} |`;
+    const latencyAdded = (a: typeof ours) => spread(a.map((x, i) => (spread(x.pingTunnelMs)?.median ?? 0) - (spread(bare[i]?.pingTunnelMs ?? [])?.median ?? 0)));
+    const lines = [
+        `Data plane: ${d.rounds.rounds} rounds; in each, ours, the seed and bare WireGuard come up, are measured (iperf3 ${d.rounds.seconds} s to each end, pings) and go down, in alternating order. Each cell: median over rounds (min–max). Load average (1, 5, 15 min) before: ${d.load.before.join(", ")}; after: ${d.load.after.join(", ")}.`,
+        "",
+        `| setup | guest → internet Mbit/s | → tunnel end Mbit/s | internet ÷ tunnel | ping internet ms | ping tunnel end ms | 4 MB download, server drops "frag needed" |`,
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        row("wgexit", ours, d.pmtu.ours),
+        row("KVM seed, by hand", seed, d.pmtu.seed),
+        row("bare WireGuard, KVM host → gateway box (ceiling)", bare),
+        "",
+        "Headline ratios, taken per round (median, interquartile range, range):",
+        "",
+        `- ours ÷ seed, guest → internet: ${headline(spread(ratios(internet(ours), internet(seed))))}`,
+        `- ours, guest → internet ÷ guest → tunnel end: ${iqr(spread(ratios(internet(ours), tunnel(ours))))}`,
+        `- ours ÷ bare WireGuard, to the tunnel end: ${iqr(spread(ratios(tunnel(ours), tunnel(bare))))}; the seed ÷ bare: ${iqr(spread(ratios(tunnel(seed), tunnel(bare))))}`,
+        `- latency we add over bare WireGuard, to the tunnel end: ${range(latencyAdded(ours), 3)} ms (the seed: ${range(latencyAdded(seed), 3)} ms)`,
+        "",
+        "Ablation: each change alone on our running setup, against ours unchanged in alternation (guest → internet throughput, variant ÷ ours per round):",
+        "",
+        "| change | variant ÷ ours | what it gives up |",
+        "| --- | --- | --- |",
+        ...d.ablation.map((v) => `| ${v.name} | ${range(v.ratio, 2)} | ${v.note} |`),
+    ];
+    if ("skipped" in d.applyTimes) {
+        lines.push("", `Apply time: skipped (${d.applyTimes.skipped}).`);
+    } else {
+        const [one, many] = [d.applyTimes[0], d.applyTimes[d.applyTimes.length - 1]];
+        lines.push(
+            "",
+            "| new guests in one apply | apply (from empty) | steps at once (peak) | destroy |",
+            "| --- | --- | --- | --- |",
+            ...d.applyTimes.map((a) => `| ${a.guests} | ${a.applyMs} ms | ${a.peakParallel} | ${a.destroyMs} ms |`),
+            "",
+            `Apply time, ${many.guests} guests ÷ ${one.guests}: ${(many.applyMs / one.applyMs).toFixed(2)} (one run each).`,
+        );
+    }
+    lines.push("", `Lab wall time (ours, first round): apply ${d.walls.applyMs} ms, re-apply ${d.walls.reapplyMs} ms, destroy ${d.walls.destroyMs} ms.`);
+    return lines;
 }
 
 async function main() {

@@ -1,0 +1,36 @@
+// Apply time against the number of guests added together: the lab engine runs independent
+// steps at once, as `pulumi up` does, so 8 new guests of one image should take little longer
+// than 1 (they share one download of the base image and start side by side).
+import { buildGuestBootFiles, guestKernelMissingReason } from "../lab/guests";
+import type { Lab } from "../lab/lab";
+import { phase } from "../lab/progress";
+
+export interface ApplyTime {
+    guests: number;
+    applyMs: number;
+    peakParallel: number;
+    destroyMs: number;
+}
+
+/** A site from empty with `n` QEMU guests of the lab's image, applied and destroyed. */
+export async function applyTimes(lab: Lab, counts: number[]): Promise<ApplyTime[] | { skipped: string }> {
+    const missing = guestKernelMissingReason();
+    if (missing) return { skipped: missing };
+    lab.guestFiles ??= await buildGuestBootFiles(lab.world);
+    const results: ApplyTime[] = [];
+    for (const n of counts) {
+        const sites = (lab.baseOverrides().sites as { networks: { guests: Record<string, unknown>[] }[] }[]).map((site) => ({
+            ...site,
+            networks: site.networks.map((net, i) => ({
+                ...net,
+                guests: i === 0 ? Array.from({ length: n }, (_, g) => ({ ...net.guests[0], name: `bench${g + 1}`, memoryMb: 96 })) : [],
+            })),
+        }));
+        await phase(`apply time: a site with ${n} new guest${n > 1 ? "s" : ""}`, async () => {
+            const applied = await lab.apply({ sites });
+            const destroyed = await lab.apply({ sites }, true);
+            results.push({ guests: n, applyMs: applied.wallMs, peakParallel: applied.peakParallel, destroyMs: destroyed.wallMs });
+        }, "bench");
+    }
+    return results;
+}
