@@ -106,8 +106,9 @@ async function dataPlane(): Promise<{ skipped: string } | DataPlane> {
         };
         const rounds = await alternate(lab, [ours, seed, bare], o.rounds, o.seconds, o.pings);
         const variants = await withSetup(ours, () => ablation(lab, ours, o.ablationRounds, o.ablationSeconds));
-        const applied = await applyTimes(lab, o.guests);
+        // After the data-plane measurements (the guests of the next phase load the machine on purpose).
         load.after = os.loadavg().map((l) => Number(l.toFixed(2)));
+        const applied = await applyTimes(lab, o.guests);
         return { rounds, pmtu, ablation: variants, applyTimes: applied, walls, load };
     } finally {
         await phase("data plane: teardown", () => lab.destroy(), "bench");
@@ -175,7 +176,7 @@ function dataPlaneMarkdown(d: DataPlane): string[] {
         `| ${name} | ${xs[0]?.internet === undefined ? "-" : range(spread(internet(xs)))} | ${range(spread(tunnel(xs)))} | ${xs[0]?.internet === undefined ? "-" : range(spread(ratios(internet(xs), tunnel(xs))), 2)} | ${range(pingMedian(xs.map((x) => x.pingInternetMs)), 3)} | ${range(pingMedian(xs.map((x) => x.pingTunnelMs)), 3)} | ${pmtu ? (pmtu.completed ? `completes in ${pmtu.seconds} s` : `does not complete (${pmtu.bytes} bytes in ${pmtu.seconds} s)`) : "-"} |`;
     const latencyAdded = (a: typeof ours) => spread(a.map((x, i) => (spread(x.pingTunnelMs)?.median ?? 0) - (spread(bare[i]?.pingTunnelMs ?? [])?.median ?? 0)));
     const lines = [
-        `Data plane: ${d.rounds.rounds} rounds; in each, ours, the seed and bare WireGuard come up, are measured (iperf3 ${d.rounds.seconds} s to each end, pings) and go down, in alternating order. Each cell: median over rounds (min–max). Load average (1, 5, 15 min) before: ${d.load.before.join(", ")}; after: ${d.load.after.join(", ")}.`,
+        `Data plane: ${d.rounds.rounds} rounds; in each, ours, the seed and bare WireGuard come up, are measured (iperf3 ${d.rounds.seconds} s to each end, pings) and go down, in alternating order. Each cell: median over rounds (min–max). Load average (1, 5, 15 min) before: ${d.load.before.join(", ")}; after the ablation: ${d.load.after.join(", ")}.`,
         "",
         `| setup | guest → internet Mbit/s | → tunnel end Mbit/s | internet ÷ tunnel | ping internet ms | ping tunnel end ms | 4 MB download, server drops "frag needed" |`,
         "| --- | --- | --- | --- | --- | --- | --- |",
