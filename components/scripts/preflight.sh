@@ -67,7 +67,9 @@ first_containing() {
 # The operator's session: its next connection is still accepted, and its replies still leave
 # the way they came (not into the tunnel, not onto a guest bridge).
 if [ -n "${OPERATOR:-}" ] && { [ -n "$SSH_FROM" ] || [ -n "$ROUTED" ]; }; then
-	command -v unshare >/dev/null 2>&1 || refuse "cannot check that this step keeps your SSH session (unshare, from util-linux, is missing); install util-linux"
+	# Without a private network namespace (unshare missing, or a container that forbids it) the
+	# check cannot be made; a step that would change SSH or routes is refused rather than risked.
+	unshare --net true 2>/dev/null || refuse "cannot check that this step keeps your SSH session: 'unshare --net' does not work on this host (util-linux missing, or a container without CAP_SYS_ADMIN)"
 	read -r client _ _ server_port <<<"$OPERATOR"
 	client=${client#::ffff:}
 	if [ -n "$SSH_FROM" ]; then
