@@ -1,8 +1,9 @@
 // Runs the real program (index.ts) under Pulumi mocks and records what it registers.
+import * as assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import * as path from "node:path";
 import type * as pulumi from "@pulumi/pulumi";
-import { SECRET_KEYS } from "../../components/config";
+import { ConfigError, parseStackConfig, SECRET_KEYS } from "../../components/config";
 import type { RegistrationOptions } from "../../lab/engine";
 import { encodeConfig, runProgramUnderMocks } from "../../lab/mocked";
 import { cliConfig, readProject } from "../../lab/pulumiCli";
@@ -188,3 +189,17 @@ export const LAPTOP = {
     laptopAddress: "192.168.64.1",
     vmAddress: "192.168.64.2",
 };
+
+/** A config object as the program reads it (project-prefixed keys, values as the CLI encodes them). */
+export const configValues = (c: Record<string, unknown>) => encodeConfig(c, "wgexit:");
+
+/** The problems parseStackConfig reports for a config (none when it parses). */
+export function configProblems(config: Record<string, unknown>): { key: string; message: string }[] {
+    try {
+        parseStackConfig(configValues(config));
+    } catch (e) {
+        assert.ok(e instanceof ConfigError, String(e));
+        return e.problems;
+    }
+    return [];
+}

@@ -2,20 +2,8 @@
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ConfigError, parseStackConfig } from "../../components/config";
-import { encodeConfig } from "../../lab/mocked";
-import { baseConfig, LAPTOP, PEER_KEY, TEST_SSH_ENCRYPTED_KEY, TEST_SSH_PUBLIC_KEY } from "../helpers/program";
+import { baseConfig, configProblems, configValues, LAPTOP, PEER_KEY, TEST_SSH_ENCRYPTED_KEY, TEST_SSH_PUBLIC_KEY } from "../helpers/program";
 
-const raw = (c: Record<string, unknown>) => encodeConfig(c, "wgexit:");
-
-function problemsOf(config: Record<string, unknown>): { key: string; message: string }[] {
-    try {
-        parseStackConfig(raw(config));
-    } catch (e) {
-        assert.ok(e instanceof ConfigError, String(e));
-        return e.problems;
-    }
-    return [];
-}
 
 const site = (over: Record<string, unknown> = {}) => ({
     name: "home",
@@ -39,24 +27,24 @@ const siteWithGuest = () => site({ networks: [{ name: "wgnet", bridge: "virbr-wg
 
 describe("valid configs", () => {
     it("a peer that owns public space may route it, once it says so", () => {
-        const cfg = parseStackConfig(raw({ ...baseConfig("existing"), peers: [{ name: "office", publicKey: PEER_KEY, allowedIps: ["192.0.2.0/28"], allowPublicPrefixes: true }] }));
+        const cfg = parseStackConfig(configValues({ ...baseConfig("existing"), peers: [{ name: "office", publicKey: PEER_KEY, allowedIps: ["192.0.2.0/28"], allowPublicPrefixes: true }] }));
         assert.deepEqual(cfg.peers[0].allowedIps, ["192.0.2.0/28"]);
     });
     it("two homes may use the same LAN prefix (they are different places)", () => {
         const cabin = site({ name: "cabin", connection: { host: "192.168.1.20", user: "root" }, networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.110.0/24" }] });
-        assert.equal(parseStackConfig(raw({ ...baseConfig("existing"), sites: [site(), cabin] })).sites.length, 2);
+        assert.equal(parseStackConfig(configValues({ ...baseConfig("existing"), sites: [site(), cabin] })).sites.length, 2);
     });
     it("accepts names as the vendors spell them: a macOS service with '/', an OVH 3-AZ region", () => {
-        assert.equal(parseStackConfig(raw({ ...baseConfig("existing"), laptops: [laptop({ networkService: "USB 10/100/1000 LAN" })] })).laptops[0].networkService, "USB 10/100/1000 LAN");
-        assert.equal(parseStackConfig(raw({ ...baseConfig("ovh"), ovh: { serviceName: "0123456789abcdef0123456789abcdef", region: "EU-WEST-PAR" } })).ovh?.region, "EU-WEST-PAR");
+        assert.equal(parseStackConfig(configValues({ ...baseConfig("existing"), laptops: [laptop({ networkService: "USB 10/100/1000 LAN" })] })).laptops[0].networkService, "USB 10/100/1000 LAN");
+        assert.equal(parseStackConfig(configValues({ ...baseConfig("ovh"), ovh: { serviceName: "0123456789abcdef0123456789abcdef", region: "EU-WEST-PAR" } })).ovh?.region, "EU-WEST-PAR");
     });
     it("a small network gives its guests static addresses below its DHCP pool, pinned or not", () => {
         const small = site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/28", guests: [{ name: "a", image: "/img/a.qcow2", hostIndex: 2 }, { name: "b", image: "/img/a.qcow2" }] }] });
-        const cfg = parseStackConfig(raw({ ...baseConfig("existing"), sites: [small] }));
+        const cfg = parseStackConfig(configValues({ ...baseConfig("existing"), sites: [small] }));
         assert.deepEqual(cfg.sites[0].networks[0].guests.map((g) => g.addressV4), ["192.168.100.2", "192.168.100.3"]);
     });
     it("resolves a port forward to its guest's static address and bridge", () => {
-        const cfg = parseStackConfig(raw({ ...baseConfig("existing"), sites: [siteWithGuest()], portForwards: [forward({ toPort: 8443 }), forward({ name: "dns", protocol: "udp", port: 53, guest: undefined, address: "192.168.100.200" })] }));
+        const cfg = parseStackConfig(configValues({ ...baseConfig("existing"), sites: [siteWithGuest()], portForwards: [forward({ toPort: 8443 }), forward({ name: "dns", protocol: "udp", port: 53, guest: undefined, address: "192.168.100.200" })] }));
         assert.deepEqual(cfg.portForwards, [
             { name: "web", protocol: "tcp", port: 443, site: "home", address: "192.168.100.10", bridge: "virbr-wg", toPort: 8443 },
             { name: "dns", protocol: "udp", port: 53, site: "home", address: "192.168.100.200", bridge: "virbr-wg", toPort: 53 },
@@ -64,7 +52,7 @@ describe("valid configs", () => {
     });
     for (const placement of ["existing", "oci", "ovh"] as const) {
         it(`accepts the ${placement} example and fills defaults`, () => {
-            const cfg = parseStackConfig(raw(baseConfig(placement)));
+            const cfg = parseStackConfig(configValues(baseConfig(placement)));
             assert.equal(cfg.placement, placement);
             assert.equal(cfg.gateway.listenPort, 51820);
             assert.equal(cfg.gateway.addressV4, "10.66.0.1");
@@ -72,7 +60,7 @@ describe("valid configs", () => {
         });
     }
     it("allocates stable tunnel addresses, honouring explicit hostIndex", () => {
-        const cfg = parseStackConfig(raw({ ...baseConfig("existing"), peers: [{ name: "nas", publicKey: PEER_KEY, hostIndex: 10 }, { name: "phone", publicKey: PEER_KEY }, { name: "tablet", publicKey: PEER_KEY, hostIndex: 2 }] }));
+        const cfg = parseStackConfig(configValues({ ...baseConfig("existing"), peers: [{ name: "nas", publicKey: PEER_KEY, hostIndex: 10 }, { name: "phone", publicKey: PEER_KEY }, { name: "tablet", publicKey: PEER_KEY, hostIndex: 2 }] }));
         assert.deepEqual(
             cfg.tunnelPeers.map((p) => [p.name, p.addressV4, p.addressV6]),
             [["nas", "10.66.0.10", "fd66:66:66::a"], ["phone", "10.66.0.3", "fd66:66:66::3"], ["tablet", "10.66.0.2", "fd66:66:66::2"]],
@@ -80,18 +68,18 @@ describe("valid configs", () => {
     });
     it("works out a site's bridge, DHCP pool, static guest addresses and stable MACs", () => {
         const guests = [{ name: "web", image: "/img/a.qcow2" }, { name: "db", image: "https://img.example/b.qcow2", hostIndex: 20, mac: "52:54:00:aa:bb:cc" }];
-        const cfg = parseStackConfig(raw({ ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", cidrV6: "fd66:100::/64", guests }] })] }));
+        const cfg = parseStackConfig(configValues({ ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", cidrV6: "fd66:100::/64", guests }] })] }));
         const n = cfg.sites[0].networks[0];
         assert.deepEqual([n.bridgeV4, n.bridgeV6, n.dhcpFirst, n.dhcpLast], ["192.168.100.1", "fd66:100::1", "192.168.100.128", "192.168.100.254"]);
         assert.deepEqual(n.guests.map((g) => [g.name, g.addressV4]), [["web", "192.168.100.10"], ["db", "192.168.100.20"]]);
         assert.match(n.guests[0].mac, /^52:54:00(:[0-9a-f]{2}){3}$/);
         assert.equal(n.guests[1].mac, "52:54:00:aa:bb:cc");
-        const again = parseStackConfig(raw({ ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests }] })] }));
+        const again = parseStackConfig(configValues({ ...baseConfig("existing"), sites: [site({ networks: [{ name: "wgnet", bridge: "virbr-wg", cidr: "192.168.100.0/24", guests }] })] }));
         assert.equal(again.sites[0].networks[0].guests[0].mac, n.guests[0].mac, "derived MACs are stable");
         assert.deepEqual(cfg.tunnelPeers[0], { name: "home", kind: "site", hostIndex: 2, addressV4: "10.66.0.2", addressV6: "fd66:66:66::2", routedCidrs: ["192.168.100.0/24", "fd66:100::/64"], canReach: [] });
     });
     it("allows world SSH only with the opt-in", () => {
-        assert.equal(problemsOf({ ...baseConfig("existing"), adminCidrs: ["0.0.0.0/0"], allowWorldSsh: true }).length, 0);
+        assert.equal(configProblems({ ...baseConfig("existing"), adminCidrs: ["0.0.0.0/0"], allowWorldSsh: true }).length, 0);
     });
 });
 
@@ -195,7 +183,7 @@ describe("malformed configs", () => {
     it(`covers at least 25 cases (has ${MALFORMED.length})`, () => assert.ok(MALFORMED.length >= 25));
     for (const [what, config, key, words] of MALFORMED) {
         it(`rejects: ${what}`, () => {
-            const problems = problemsOf(config);
+            const problems = configProblems(config);
             const hit = problems.find((p) => p.key === key);
             assert.ok(hit, `expected a problem for ${key}, got:\n${problems.map((p) => `${p.key}: ${p.message}`).join("\n")}`);
             assert.match(hit.message, words);
@@ -203,30 +191,30 @@ describe("malformed configs", () => {
     }
     it("refuses a secret key stored in plain text", () => {
         try {
-            parseStackConfig(raw(baseConfig("existing")), undefined, () => false);
+            parseStackConfig(configValues(baseConfig("existing")), undefined, () => false);
             assert.fail("expected an error");
         } catch (e) {
             assert.ok(e instanceof ConfigError);
             assert.match(e.problems.find((p) => p.key === "wgexit:sshPrivateKey")?.message ?? "", /plain text.*pulumi config set --secret sshPrivateKey/);
         }
-        assert.ok(parseStackConfig(raw(baseConfig("existing")), undefined, (k) => k === "wgexit:sshPrivateKey"));
+        assert.ok(parseStackConfig(configValues(baseConfig("existing")), undefined, (k) => k === "wgexit:sshPrivateKey"));
         const withPassword = { ...baseConfig("existing"), sshPrivateKey: TEST_SSH_ENCRYPTED_KEY, sshPrivateKeyPassword: "correct horse" };
-        assert.throws(() => parseStackConfig(raw(withPassword), undefined, (k) => k === "wgexit:sshPrivateKey"), /wgexit:sshPrivateKeyPassword: is stored in plain text/);
-        assert.ok(parseStackConfig(raw(withPassword), undefined, (k) => k.startsWith("wgexit:sshPrivateKey")).hasSshPrivateKeyPassword);
+        assert.throws(() => parseStackConfig(configValues(withPassword), undefined, (k) => k === "wgexit:sshPrivateKey"), /wgexit:sshPrivateKeyPassword: is stored in plain text/);
+        assert.ok(parseStackConfig(configValues(withPassword), undefined, (k) => k.startsWith("wgexit:sshPrivateKey")).hasSshPrivateKeyPassword);
     });
     it("accepts a host key in authorized_keys form, and reads the empty defaults the CLI injects as unset", () => {
-        const config = parseStackConfig(raw({ ...baseConfig("existing"), existing: { host: "198.51.100.10", hostKey: TEST_SSH_PUBLIC_KEY }, gatewayStack: "", oci: {}, ovh: {}, sshPublicKey: "", peerStacks: [] }));
+        const config = parseStackConfig(configValues({ ...baseConfig("existing"), existing: { host: "198.51.100.10", hostKey: TEST_SSH_PUBLIC_KEY }, gatewayStack: "", oci: {}, ovh: {}, sshPublicKey: "", peerStacks: [] }));
         assert.equal(config.existing?.hostKey, TEST_SSH_PUBLIC_KEY);
         assert.equal(config.gatewayStack, undefined);
     });
     it("reports every problem at once", () => {
-        const problems = problemsOf({ ...baseConfig("existing"), listenPort: 0, wgInterface: "x;y", tunnelCidr: "10.66.0.5/24", adminCidrs: ["0.0.0.0/0"] });
+        const problems = configProblems({ ...baseConfig("existing"), listenPort: 0, wgInterface: "x;y", tunnelCidr: "10.66.0.5/24", adminCidrs: ["0.0.0.0/0"] });
         const keys = problems.map((p) => p.key);
         for (const k of ["wgexit:listenPort", "wgexit:wgInterface", "wgexit:tunnelCidr", "wgexit:adminCidrs[0]"]) assert.ok(keys.includes(k), `${k} missing from ${keys}`);
     });
     it("says that nothing was created, and lists each key with its fix", () => {
         try {
-            parseStackConfig(raw({ ...baseConfig("oci"), sshPublicKey: TEST_SSH_PUBLIC_KEY, listenPort: 99999 }));
+            parseStackConfig(configValues({ ...baseConfig("oci"), sshPublicKey: TEST_SSH_PUBLIC_KEY, listenPort: 99999 }));
             assert.fail("expected an error");
         } catch (e) {
             assert.match((e as Error).message, /nothing was created/);

@@ -3,21 +3,9 @@
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { z } from "zod";
-import { ConfigError, KEY_SCHEMAS, parseStackConfig, remotePeerSchema } from "../../components/config";
-import { encodeConfig } from "../../lab/mocked";
-import { baseConfig, LAPTOP, PEER_KEY, SITE, WEB_GUEST, WGNET } from "../helpers/program";
+import { KEY_SCHEMAS, remotePeerSchema } from "../../components/config";
+import { baseConfig, configProblems, LAPTOP, PEER_KEY, SITE, WEB_GUEST, WGNET } from "../helpers/program";
 
-const raw = (c: Record<string, unknown>) => encodeConfig(c, "wgexit:");
-
-function problemsOf(config: Record<string, unknown>): { key: string; message: string }[] {
-    try {
-        parseStackConfig(raw(config));
-    } catch (e) {
-        assert.ok(e instanceof ConfigError, String(e));
-        return e.problems;
-    }
-    return [];
-}
 
 /** zod's generic wording, which no config message may carry. */
 const GENERIC = /Invalid input|Expected|Too small|Too big|Unrecognized key|expected number/;
@@ -33,8 +21,8 @@ const SITE_KEYS = "name, connection, wgInterface, hostIndex, lanCidrs, allowInbo
 
 describe("config messages in plain words", () => {
     it("the fixtures the cases start from are valid", () => {
-        assert.deepEqual(problemsOf(withSite(siteWithGuests([WEB_GUEST, TINY]))), []);
-        assert.deepEqual(problemsOf(withOci({})), []);
+        assert.deepEqual(configProblems(withSite(siteWithGuests([WEB_GUEST, TINY]))), []);
+        assert.deepEqual(configProblems(withOci({})), []);
     });
 
     // [what, config, the one problem it must produce (exact key and message)]
@@ -83,7 +71,7 @@ describe("config messages in plain words", () => {
     ];
     for (const [what, config, expected] of EXACT) {
         it(`names the key and says what is wrong: ${what}`, () => {
-            assert.deepEqual(problemsOf(config), [expected]);
+            assert.deepEqual(configProblems(config), [expected]);
         });
     }
 
@@ -122,12 +110,12 @@ describe("config messages in plain words", () => {
 
     it("a message written in the schema still wins over the plain-words default", () => {
         // Each of these fields has { error: ... } of its own; the default would have added ", got ...".
-        assert.deepEqual(problemsOf(withPeer({ allowPublicPrefixes: "yes" })), [{ key: "wgexit:peers[0].allowPublicPrefixes", message: "must be true or false" }]);
-        assert.deepEqual(problemsOf({ ...baseConfig("existing"), listenPort: "http" }), [{ key: "wgexit:listenPort", message: "must be a whole number from 1 to 65535, for example 51820" }]);
-        assert.deepEqual(problemsOf({ ...baseConfig("ovh"), ovh: { serviceName: "0123456789abcdef0123456789abcdef", region: "GRA11", billingPeriod: "daily" } }), [
+        assert.deepEqual(configProblems(withPeer({ allowPublicPrefixes: "yes" })), [{ key: "wgexit:peers[0].allowPublicPrefixes", message: "must be true or false" }]);
+        assert.deepEqual(configProblems({ ...baseConfig("existing"), listenPort: "http" }), [{ key: "wgexit:listenPort", message: "must be a whole number from 1 to 65535, for example 51820" }]);
+        assert.deepEqual(configProblems({ ...baseConfig("ovh"), ovh: { serviceName: "0123456789abcdef0123456789abcdef", region: "GRA11", billingPeriod: "daily" } }), [
             { key: "wgexit:ovh.billingPeriod", message: 'must be "hourly" or "monthly"' },
         ]);
-        assert.deepEqual(problemsOf(withSite({ ...SITE, networks: [] })), [{ key: "wgexit:sites[0].networks", message: "needs at least one routed network" }]);
+        assert.deepEqual(configProblems(withSite({ ...SITE, networks: [] })), [{ key: "wgexit:sites[0].networks", message: "needs at least one routed network" }]);
     });
 
     // Every field that relies on the default messages, given a bad value: [config, key that must be named].
@@ -176,7 +164,7 @@ describe("config messages in plain words", () => {
     it(`no message carries zod's generic words (${GENERIC_FIELDS.length} bad values)`, () => {
         const seen: string[] = [];
         for (const [config, key] of GENERIC_FIELDS) {
-            const problems = problemsOf(config);
+            const problems = configProblems(config);
             const hit = problems.find((p) => p.key === key);
             assert.ok(hit, `expected a problem for ${key}, got:\n${problems.map((p) => `${p.key}: ${p.message}`).join("\n")}`);
             for (const p of problems) {
