@@ -368,7 +368,7 @@ async function signInChecks(lab: Lab, group: string, overrides: Overrides): Prom
     const realHostKey = fs.readFileSync(path.join(w.root, "host-cloud", "ssh_host_ed25519_key.pub"), "utf8").split(" ").slice(0, 2).join(" ");
     const otherHostKey = fs.readFileSync(`${w.sshKeyFile}.pub`, "utf8").split(" ").slice(0, 2).join(" ");
     const wrong = await lab.apply({ ...withPassphrase, existing: { ...existing, hostKey: otherHostKey } }, false, { allowFailure: true });
-    lab.record(group, "a pinned host key that is not the host's is refused, and nothing runs on the host", wrong.failures.length > 0 && /host key/i.test(wrong.failures.join(" ")), wrong.failures.join("\n").match(/.*host key.*/i)?.[0] ?? (wrong.failures[0]?.slice(0, 160) || "accepted"));
+    lab.record(group, "a pinned host key that is not the host's is refused, and nothing runs on the host", wrong.failures.length > 0 && /host key/i.test(wrong.failures.join(" ")), failureLine(wrong, /.*host key.*/i));
     const pinned = await lab.apply({ ...withPassphrase, existing: { ...existing, hostKey: realHostKey } }, false, { allowFailure: true });
     lab.record(group, "the host's own key, pinned, is accepted", pinned.failures.length === 0, pinned.failures[0]?.slice(0, 200) ?? `${pinned.executions.length} steps`);
     await lab.apply(overrides);
@@ -383,7 +383,7 @@ async function adoptionRefused(lab: Lab, group: string, overrides: Overrides): P
     const before = await w.hostSnapshot("cloud");
     const refused = await lab.apply({ ...overrides, wgInterface: "eth0" }, false, { allowFailure: true });
     const after = await w.hostSnapshot("cloud");
-    const said = refused.failures.join("\n").match(/.*refused before any change.*/)?.[0] ?? "";
+    const said = failureLine(refused, /.*refused before any change.*/);
     lab.record(group, "a wgInterface naming the host's uplink is refused before any change, the host byte-identical", /a link named eth0 already exists/.test(said) && before === after, before === after ? said.trim() : diffLines(before, after));
     const again = await lab.apply(overrides);
     lab.record(group, "after the refusal the operator's SSH still works and nothing is left to do", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
@@ -401,7 +401,7 @@ async function firstInstallUndone(lab: Lab, group: string, overrides: Overrides,
         await waitFor("the squatter on UDP 51820", async () => (await w.hostExec("cloud", "ss -Hulnp 'sport = :51820' | grep -q .", true)).code === 0);
         const failed = await lab.apply(overrides, false, { allowFailure: true });
         const after = await w.hostSnapshot("cloud");
-        const said = failed.failures.join("\n").match(/.*first install failed.*/)?.[0]?.trim() ?? (failed.failures[0]?.slice(0, 160) || "accepted");
+        const said = failureLine(failed, /.*first install failed.*/);
         lab.record(group, "a first install that fails halfway (port taken) undoes itself: the host byte-identical", failed.failures.length > 0 && /undoing what it did/.test(said) && after === clean, after === clean ? said : diffLines(clean, after));
     } finally {
         await w.stopLabDaemon(squatter);
@@ -417,11 +417,10 @@ async function firstInstallUndone(lab: Lab, group: string, overrides: Overrides,
  */
 async function sessionKept(lab: Lab, group: string, overrides: Overrides): Promise<void> {
     const w = lab.world;
-    const refusedSaying = (r: { failures: string[] }) => r.failures.join("\n").match(/.*refused before any change.*/)?.[0]?.trim() ?? (r.failures[0]?.slice(0, 160) || "accepted");
     let before = await w.hostSnapshot("cloud");
     const lockout = await lab.apply({ ...overrides, adminCidrs: ["198.51.100.0/24"] }, false, { allowFailure: true });
     let after = await w.hostSnapshot("cloud");
-    const lockoutSaid = refusedSaying(lockout);
+    const lockoutSaid = failureLine(lockout, /.*refused before any change.*/);
     lab.record(group, "adminCidrs without the operator's address: refused, the host byte-identical", /session comes from 203\.0\.113\.20, which adminCidrs/.test(lockoutSaid) && before === after, before === after ? lockoutSaid : diffLines(before, after));
 
     const narrow = { ...overrides, adminCidrs: ["203.0.113.20/31"] };
@@ -431,7 +430,7 @@ async function sessionKept(lab: Lab, group: string, overrides: Overrides): Promi
     const peers = (overrides.peers ?? labStackFile()["wgexit:peers"]) as unknown[];
     const hijack = await lab.apply({ ...narrow, peers: [...peers, { name: "hijack", publicKey: key, allowedIps: ["203.0.113.20/32"], allowPublicPrefixes: true }] }, false, { allowFailure: true });
     after = await w.hostSnapshot("cloud");
-    const hijackSaid = refusedSaying(hijack);
+    const hijackSaid = failureLine(hijack, /.*refused before any change.*/);
     lab.record(group, "a peer's allowedIps holding the operator's address: refused, the host byte-identical", /inside 203\.0\.113\.20\/32 \(a peer's allowedIps/.test(hijackSaid) && before === after, before === after ? hijackSaid : diffLines(before, after));
     await lab.apply(overrides);
     const again = await lab.apply(overrides);
@@ -459,6 +458,11 @@ async function roamingClientCheck(lab: Lab, group: string, outputs: StackOutputs
         await inNs(w.ns("laptop"), `${env} wg-quick down ${file} 2>&1`, { allowFail: true, timeoutMs: 30_000 });
         await waitFor("the roaming client's wireguard-go to exit", () => !fs.existsSync(`/var/run/wireguard/${iface}.sock`), 10_000).catch(() => undefined);
     }
+}
+
+/** The line of a failed apply that matches `pattern` (for the matrix), else the start of its first failure, else "accepted". */
+export function failureLine(r: { failures: string[] }, pattern: RegExp): string {
+    return r.failures.join("\n").match(pattern)?.[0]?.trim() ?? (r.failures[0]?.slice(0, 160) || "accepted");
 }
 
 /** What a status report says about peers (its "peer" lines), for the matrix. */

@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { inNs, waitFor } from "./exec";
-import { type Check, diffLines, Lab, labStackFile, type StackOutputs, statusPeerLines, statusProblems } from "./lab";
+import { type Check, diffLines, failureLine, Lab, labStackFile, type StackOutputs, statusPeerLines, statusProblems } from "./lab";
 import { LAB } from "./world";
 
 const LAPTOP_SCRIPT = "/etc/wgexit/laptop/laptop.sh";
@@ -169,7 +169,7 @@ async function switchOverUndone(lab: Lab, group: string, overrides: Record<strin
         const clean = await w.hostSnapshot("laptop");
         const failed = await lab.apply(overrides, false, { allowFailure: true });
         const after = await w.hostSnapshot("laptop");
-        const said = failed.failures.join("\n").match(/.*switch-over failed.*/)?.[0]?.trim() ?? (failed.failures[0]?.slice(0, 160) || "accepted");
+        const said = failureLine(failed, /.*switch-over failed.*/);
         lab.record(group, "a first switch-over that fails halfway is undone: the laptop byte-identical", /putting routes, firewall and DNS back/.test(said) && after === clean, after === clean ? said : diffLines(clean, after));
     } finally {
         await w.hostExec("laptop", `ip addr add ${LAB.laptop.linkV6}/64 dev vmnet0 nodad`);

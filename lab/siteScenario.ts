@@ -7,7 +7,7 @@ import { baseImageName } from "../components/guestVm.render";
 import { renderNetworkUpCommand, type SiteSettings } from "../components/kvmSite.render";
 import { inNs, waitFor } from "./exec";
 import { buildGuestBootFiles, guestKernelMissingReason, namespaceGuestV6, startNamespaceGuest, stopNamespaceGuest } from "./guests";
-import { type Check, diffLines, Lab, type StackOutputs, statusPeerLines, statusProblems } from "./lab";
+import { type Check, diffLines, failureLine, Lab, type StackOutputs, statusPeerLines, statusProblems } from "./lab";
 import { LAB, PYTHON, type Role } from "./world";
 
 const SITE_TABLE_CMD = "/etc/wgexit/site/site.sh";
@@ -266,7 +266,7 @@ async function foreignPoolRefused(lab: Lab, group: string, clean: string): Promi
     const theirs = async () => (await w.hostExec("kvm", `virsh -q pool-dumpxml wgexit | grep -v '<allocation\\|<available'; ls -a ${dir}`, true)).stdout;
     const poolBefore = await theirs();
     const refused = await lab.apply({}, false, { allowFailure: true });
-    const said = refused.failures.join("\n").match(/.*storage pool named wgexit already exists.*/)?.[0]?.trim() ?? (refused.failures[0]?.slice(0, 160) || "accepted");
+    const said = failureLine(refused, /.*storage pool named wgexit already exists.*/);
     const guestLeft = (await w.hostExec("kvm", "ls /etc/wgexit/site/guests; virsh -q list --all --name", true)).stdout.trim();
     lab.record(group, "a libvirt pool named wgexit that the site did not make is refused; the guest's step leaves nothing", /was not made by this site/.test(said) && guestLeft === "" && (await theirs()) === poolBefore, `${said.slice(0, 110)}; left: ${guestLeft || "nothing"}`);
     await lab.apply({}, true);
@@ -314,7 +314,7 @@ async function severalGuestsAtOnce(lab: Lab, group: string): Promise<void> {
     const tampered = await lab.apply({ sites: withGuests((first) => [{ ...first, name: "tampered", image: burstUrl, imageSha256: "0".repeat(64), memoryMb: 128 }]) }, false, { allowFailure: true });
     const afterTamper = await pool();
     const guestDirs = (await w.hostExec("kvm", "ls /etc/wgexit/site/guests; virsh -q list --all --name")).stdout.split("\n").filter(Boolean);
-    const said = tampered.failures.join("\n").match(/.*not the 0{64} the config gives.*/)?.[0]?.trim() ?? (tampered.failures[0]?.slice(0, 160) || "accepted");
+    const said = failureLine(tampered, /.*not the 0{64} the config gives.*/);
     lab.record(group, "an image whose SHA-256 is not imageSha256 is refused and never enters the pool", /has SHA-256 [0-9a-f]{64}, not the/.test(said) && afterTamper.join(" ") === left.join(" ") && !guestDirs.includes("tampered"), `${said.slice(0, 120)}; pool: ${afterTamper.join(" ")}; guests: ${guestDirs.join(" ")}`);
     await lab.apply({});
 }
@@ -391,7 +391,7 @@ async function foreignNamesRefused(lab: Lab, group: string): Promise<void> {
             const before = await w.hostSnapshot("kvm");
             const refused = await lab.apply({ sites: siteWith(lab, change) }, false, { allowFailure: true });
             const after = await w.hostSnapshot("kvm");
-            const said = refused.failures.join("\n").match(/.*refused before any change.*/)?.[0]?.trim() ?? (refused.failures[0]?.slice(0, 160) || "accepted");
+            const said = failureLine(refused, /.*refused before any change.*/);
             lab.record(group, `${what}: refused before any change, the host byte-identical`, expected.test(said) && before === after, before === after ? said : diffLines(before, after));
         }
     } finally {
