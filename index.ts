@@ -6,7 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { CloudGateway } from "./components/cloudGateway";
 import { gatewayPeerFor } from "./components/cloudGateway.render";
-import { allocateRemotePeers, ConfigError, loadStackConfig, type StackConfig } from "./components/config";
+import { addressesIn, allocateRemotePeers, ConfigError, type ExtraGateway, FIRST_GATEWAY, loadStackConfig, type StackConfig, type TunnelPeer, tunnelInterfaceFor } from "./components/config";
 import type { SshCredentials } from "./components/connection";
 import { KvmSite } from "./components/kvmSite";
 import { LaptopClient } from "./components/laptopClient";
@@ -22,7 +22,16 @@ interface GatewayView {
     listenPort: number;
     tunnelMtu: number;
     /** Tunnel addresses by peer name; a site or laptop without one waits for its gateway. */
-    addresses: Record<string, { addressV4: string; addressV6: string }>;
+    addresses: Record<string, { addressV4: string; addressV6: string; hostIndex?: number }>;
+    /** The stack's further gateways (key gateways), which its sites join as well. */
+    further?: FurtherView[];
+}
+
+/** A further gateway as the others see it: its config, and its key and endpoint once it exists. */
+interface FurtherView {
+    config: ExtraGateway;
+    publicKey: pulumi.Output<string>;
+    endpoint: pulumi.Output<string>;
 }
 
 /** The KVM sites and laptops of this stack, joined to the gateway where it knows them. */
@@ -31,11 +40,28 @@ function sitesAndLaptops(config: StackConfig, gateway: GatewayView, ssh: SshCred
         const a = gateway.addresses[name];
         return a && { ...a, mtu: gateway.tunnelMtu };
     };
+    const further = gateway.further ?? [];
+    const failoverOf = (site: StackConfig["sites"][number], hostIndex: number | undefined) =>
+        further.length && hostIndex !== undefined
+            ? {
+                  first: { gateway: FIRST_GATEWAY, probe: config.gateway.addressV4 },
+                  further: further.map((f, n) => ({
+                      gateway: f.config.name,
+                      wgInterface: tunnelInterfaceFor(site.wgInterface, n + 1),
+                      ...addressesIn(f.config.settings, hostIndex),
+                      mtu: f.config.settings.tunnelMtu,
+                      probe: f.config.settings.addressV4,
+                      publicKey: f.publicKey,
+                      endpoint: f.endpoint,
+                  })),
+                  settings: config.failover,
+              }
+            : undefined;
     const sites = config.sites.map((site) => {
         const a = tunnelOf(site.name);
         const kvm = new KvmSite(`site-${site.name}`, {
             site,
-            tunnel: a && { ...a, gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint } },
+            tunnel: a && { ...a, gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint }, failover: failoverOf(site, gateway.addresses[site.name]?.hostIndex) },
             portForwards: config.portForwards.filter((f) => f.site === site.name),
             ssh,
         });
@@ -81,12 +107,35 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
     const [gatewayKey, resolveGatewayKey] = pulumi.deferredOutput<string>();
     const [gatewayEndpoint, resolveGatewayEndpoint] = pulumi.deferredOutput<string>();
     const [gatewayAddress, resolveGatewayAddress] = pulumi.deferredOutput<string>();
-    const addresses = Object.fromEntries(config.tunnelPeers.map((p) => [p.name, { addressV4: p.addressV4, addressV6: p.addressV6 }]));
-    const view = { publicKey: gatewayKey, endpoint: gatewayEndpoint, publicAddress: gatewayAddress, listenPort: config.gateway.listenPort, tunnelMtu: config.gateway.tunnelMtu, addresses };
+    const addresses = Object.fromEntries(config.tunnelPeers.map((p) => [p.name, { addressV4: p.addressV4, addressV6: p.addressV6, hostIndex: p.hostIndex }]));
+    const further: (FurtherView & { resolve: (g: CloudGateway) => void })[] = config.extraGateways.map((g) => {
+        const [publicKey, resolveKey] = pulumi.deferredOutput<string>();
+        const [endpoint, resolveEndpoint] = pulumi.deferredOutput<string>();
+        return {
+            config: g,
+            publicKey,
+            endpoint,
+            resolve: (made: CloudGateway) => {
+                resolveKey(made.publicKey);
+                resolveEndpoint(made.endpoint);
+            },
+        };
+    });
+    const view = { publicKey: gatewayKey, endpoint: gatewayEndpoint, publicAddress: gatewayAddress, listenPort: config.gateway.listenPort, tunnelMtu: config.gateway.tunnelMtu, addresses, further };
     const local = sitesAndLaptops(config, view, ssh);
     const clients = config.peers.map((peer) => {
         const a = addresses[peer.name];
-        const client = new RoamingClient(`peer-${peer.name}`, { publicKey: peer.publicKey, ...a, dns: peer.dns, mtu: config.gateway.tunnelMtu, gateway: { publicKey: gatewayKey, endpoint: gatewayEndpoint } });
+        const client = new RoamingClient(`peer-${peer.name}`, {
+            publicKey: peer.publicKey,
+            addressV4: a.addressV4,
+            addressV6: a.addressV6,
+            dns: peer.dns,
+            mtu: config.gateway.tunnelMtu,
+            gateway: { publicKey: gatewayKey, endpoint: gatewayEndpoint },
+            ...(further.length
+                ? { furtherGateways: further.map((f) => ({ name: f.config.name, ...addressesIn(f.config.settings, a.hostIndex), mtu: f.config.settings.tunnelMtu, publicKey: f.publicKey, endpoint: f.endpoint })) }
+                : {}),
+        });
         return { name: peer.name, client };
     });
 
@@ -97,21 +146,45 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
         ...remote.map((r) => [r.peer.name, r.publicKey] as const),
     ]);
     const everyone = [...config.tunnelPeers, ...remote.map((r) => r.peer)];
+    // Every gateway is a peer of the others: the first is reached at its deferred facts too.
+    const first = { name: FIRST_GATEWAY, settings: config.gateway, publicKey: gatewayKey, endpoint: gatewayEndpoint };
+    const all = [first, ...further.map((f) => ({ name: f.config.name, settings: f.config.settings, publicKey: f.publicKey, endpoint: f.endpoint }))];
+    const meshFor = (self: string) => all.filter((g) => g.name !== self).map((g) => meshPeer(g));
     const gateway = new CloudGateway("gateway", {
         placement: config.placement,
-        settings: config.gateway,
+        settings: further.length ? { ...config.gateway, answerProbes: true } : config.gateway,
         existing: config.existing,
         oci: config.oci,
         ovh: config.ovh,
         sshUser: config.sshUser,
         sshPublicKey: config.sshPublicKey,
         ssh,
-        peers: everyone.map((p) => ({ ...gatewayPeerFor(p, everyone), publicKey: keys.get(p.name) as pulumi.Input<string> })),
+        peers: [...everyone.map((p) => ({ ...gatewayPeerFor(p, everyone), publicKey: keys.get(p.name) as pulumi.Input<string> })), ...meshFor(FIRST_GATEWAY)],
         portForwards: [...config.portForwards, ...remote.flatMap((r) => r.portForwards)],
     });
     resolveGatewayKey(gateway.publicKey);
     resolveGatewayEndpoint(gateway.endpoint);
     resolveGatewayAddress(gateway.publicAddress);
+    // Further gateways take this stack's sites and roaming clients (laptops and peer stacks join the first only).
+    const joinsFurther = config.tunnelPeers.filter((p) => p.kind !== "laptop");
+    const furtherGateways = further.map((f) => {
+        const inThisTunnel = (p: TunnelPeer) => ({ ...p, ...addressesIn(f.config.settings, p.hostIndex) });
+        const peers = joinsFurther.map(inThisTunnel);
+        const made = new CloudGateway(`gateway-${f.config.name}`, {
+            placement: f.config.placement,
+            settings: { ...f.config.settings, answerProbes: true },
+            existing: f.config.existing,
+            oci: f.config.oci,
+            ovh: f.config.ovh,
+            sshUser: config.sshUser,
+            sshPublicKey: config.sshPublicKey,
+            ssh,
+            peers: [...peers.map((p) => ({ ...gatewayPeerFor(p, peers), publicKey: keys.get(p.name) as pulumi.Input<string> })), ...meshFor(f.config.name)],
+            portForwards: [],
+        });
+        f.resolve(made);
+        return { name: f.config.name, made, settings: f.config.settings };
+    });
 
     return {
         gatewayPublicKey: gateway.publicKey,
@@ -130,6 +203,27 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
         ...local.outputs,
         /** Ready-to-import configs for roaming clients (secret: a generated key is inside). */
         clientConfigs: pulumi.secret(Object.fromEntries(clients.map((c) => [c.name, c.client.config]))),
+        ...(furtherGateways.length
+            ? {
+                  furtherGateways: Object.fromEntries(
+                      furtherGateways.map((g) => [g.name, { publicKey: g.made.publicKey, endpoint: g.made.endpoint, address: g.made.publicAddress, tunnelCidr: g.settings.tunnelCidr, gatewayAddress: g.settings.addressV4 }]),
+                  ),
+                  /** One more config per further gateway, by client, then by gateway (secret). */
+                  clientConfigsByGateway: pulumi.secret(Object.fromEntries(clients.map((c) => [c.name, c.client.furtherConfigs]))),
+              }
+            : {}),
+    };
+}
+
+/** Another gateway as a peer of this one: reached at its endpoint, routing its tunnel block. */
+function meshPeer(g: { name: string; settings: StackConfig["gateway"]; publicKey: pulumi.Input<string>; endpoint: pulumi.Input<string> }) {
+    return {
+        name: g.name,
+        publicKey: g.publicKey,
+        allowedIps: [g.settings.tunnelCidr, g.settings.tunnelCidrV6],
+        routedCidrs: [],
+        reachableCidrs: [],
+        mesh: { endpoint: g.endpoint, addresses: [`${g.settings.addressV4}/32`, `${g.settings.addressV6}/128`] },
     };
 }
 

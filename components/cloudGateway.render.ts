@@ -14,7 +14,11 @@ export const GATEWAY_TABLE = "wgexit_gateway";
 export const ROUTE_PROTO = 77;
 
 /** The validated gateway config, plus the SSH port the input chain must leave open. */
-export type GatewaySettings = Omit<StackConfig["gateway"], "allowWorldSsh"> & { sshPort: number };
+export type GatewaySettings = Omit<StackConfig["gateway"], "allowWorldSsh"> & {
+    sshPort: number;
+    /** With more than one gateway: answer pings to the tunnel address (sites' health probes, the other gateways). */
+    answerProbes?: boolean;
+};
 
 export interface GatewayPeer {
     name: string;
@@ -25,6 +29,8 @@ export interface GatewayPeer {
     routedCidrs: string[];
     /** Other peers' subnets this peer may open connections to. */
     reachableCidrs: string[];
+    /** Another gateway of the stack: reached at its endpoint; this gateway's peers may reach its tunnel addresses. */
+    mesh?: { endpoint: string; addresses: string[] };
 }
 
 // Destinations forwarded traffic may never reach through the internet rule. Peer-to-peer
@@ -73,7 +79,7 @@ table inet ${GATEWAY_TABLE} {
 		udp sport 67 udp dport 68 accept comment "DHCPv4 client"
 		ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept comment "DHCPv6 client"
 		icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } ip6 hoplimit 255 accept comment "IPv6 neighbour discovery"
-		counter comment "dropped input"
+${s.answerProbes ? probeRules(s) : ""}		counter comment "dropped input"
 	}
 
 	chain forward {
@@ -115,6 +121,13 @@ table inet ${GATEWAY_TABLE} {
 `;
 }
 
+function probeRules(s: GatewaySettings): string {
+    const wg = JSON.stringify(s.wgInterface);
+    return `		iifname ${wg} ip daddr ${s.addressV4} icmp type echo-request accept comment "health probes: sites and the other gateways"
+		iifname ${wg} ip6 daddr ${s.addressV6} icmpv6 type echo-request accept comment "health probes: sites and the other gateways"
+`;
+}
+
 /** nft statements for the peer list, appended to the ruleset in the same transaction. */
 export function renderGatewayPeersNft(s: GatewaySettings, peers: GatewayPeer[], forwards: PortForward[] = []): string {
     const t = `inet ${GATEWAY_TABLE}`;
@@ -137,6 +150,15 @@ export function renderGatewayPeersNft(s: GatewaySettings, peers: GatewayPeer[], 
             );
         }
     }
+    for (const p of peers) {
+        if (!p.mesh) continue;
+        for (const family of [4, 6] as const) {
+            const to = split(p.mesh.addresses, family);
+            if (!to.length) continue;
+            const ip = family === 4 ? "ip" : "ip6";
+            lines.push(`add rule ${t} peer_links iifname ${wg} ${ip} saddr ${family === 4 ? s.tunnelCidr : s.tunnelCidrV6} ${ip} daddr { ${to.join(", ")} } accept comment ${JSON.stringify(`this gateway's peers may reach gateway ${p.name}`)}`);
+        }
+    }
     for (const f of forwards) {
         lines.push(`add rule ${t} port_forwards meta nfproto ipv4 ${f.protocol} dport ${f.port} dnat ip to ${f.address}:${f.toPort} comment ${JSON.stringify(`port forward ${f.name}`)}`);
     }
@@ -145,7 +167,9 @@ export function renderGatewayPeersNft(s: GatewaySettings, peers: GatewayPeer[], 
 
 /** WireGuard [Peer] sections; the [Interface] part is added on the host from the local key. */
 export function renderGatewayPeersConf(peers: GatewayPeer[]): string {
-    const sections = peers.map((p) => `# ${p.name}\n[Peer]\nPublicKey = ${p.publicKey}\nAllowedIPs = ${p.allowedIps.join(", ")}\n`);
+    const sections = peers.map(
+        (p) => `# ${p.name}\n[Peer]\nPublicKey = ${p.publicKey}\nAllowedIPs = ${p.allowedIps.join(", ")}\n${p.mesh ? `Endpoint = ${p.mesh.endpoint}\nPersistentKeepalive = 25\n` : ""}`,
+    );
     return sections.join("\n");
 }
 

@@ -20,8 +20,10 @@ import { type HostConnection, hostStep, type SshCredentials } from "./connection
 import { parseCidr } from "./net";
 
 /** A peer as the gateway sees it; its key usually comes from another component's output. */
-export interface GatewayPeerInput extends Omit<GatewayPeer, "publicKey"> {
+export interface GatewayPeerInput extends Omit<GatewayPeer, "publicKey" | "mesh"> {
     publicKey: pulumi.Input<string>;
+    /** Another gateway of the stack, whose endpoint is known once it exists. */
+    mesh?: { endpoint: pulumi.Input<string>; addresses: string[] };
 }
 
 export interface CloudGatewayArgs {
@@ -91,8 +93,17 @@ export class CloudGateway extends pulumi.ComponentResource {
         );
 
         const peersCommand = pulumi
-            .all(args.peers.map((p) => pulumi.output(p.publicKey)))
-            .apply((keys) => renderGatewayPeersCommand(settings, args.peers.map((p, i) => ({ ...p, publicKey: keys[i] })), args.portForwards));
+            .all(args.peers.map((p) => pulumi.all([p.publicKey, p.mesh?.endpoint])))
+            .apply((resolved) =>
+                renderGatewayPeersCommand(
+                    settings,
+                    args.peers.map((p, i) => {
+                        const [publicKey, endpoint] = resolved[i];
+                        return { ...p, publicKey, mesh: p.mesh && { endpoint: endpoint as string, addresses: p.mesh.addresses } };
+                    }),
+                    args.portForwards,
+                ),
+            );
         const peers = hostStep(
             `${name}-peers`,
             {

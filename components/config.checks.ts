@@ -1,6 +1,6 @@
 // Cross-checks of the stack config: what no single key's schema can see (prefixes that
 // overlap across keys, names shared by sites, peers and laptops).
-import type { ConfigKey, ConfigProblem, LaptopConfig, OciConfig, PeerConfig, SiteConfig } from "./config.schema";
+import type { ConfigKey, ConfigProblem, ExtraGatewayConfig, LaptopConfig, OciConfig, PeerConfig, SiteConfig } from "./config.schema";
 import { PROJECT } from "./config.schema";
 import { contains, isAddress, isPrivate, overlaps, parseCidr } from "./net";
 
@@ -29,6 +29,12 @@ export function checkOverlaps(v: Partial<Record<ConfigKey, unknown>>, problems: 
     });
     const oci = v.oci as OciConfig | undefined;
     if (v.placement === "oci" && oci) add(`${PROJECT}:oci.vcnCidr`, oci.vcnCidr);
+    ((v.gateways as ExtraGatewayConfig[] | undefined) ?? []).forEach((g, i) => {
+        add(`${PROJECT}:gateways[${i}].tunnelCidr`, g.tunnelCidr);
+        add(`${PROJECT}:gateways[${i}].tunnelCidrV6`, g.tunnelCidrV6);
+        // Two OCI gateways may each have a VCN of the default 10.0.0.0/16: they never meet.
+        if (g.placement === "oci" && g.oci && v.placement !== "oci") add(`${PROJECT}:gateways[${i}].oci.vcnCidr`, g.oci.vcnCidr);
+    });
 
     for (let i = 0; i < blocks.length; i++) {
         for (let j = i + 1; j < blocks.length; j++) {
@@ -85,6 +91,10 @@ export function checkRoutedPrefixes(v: Partial<Record<ConfigKey, unknown>>, prob
     };
     add(`${PROJECT}:tunnelCidr`, v.tunnelCidr);
     add(`${PROJECT}:tunnelCidrV6`, v.tunnelCidrV6);
+    ((v.gateways as ExtraGatewayConfig[] | undefined) ?? []).forEach((g, i) => {
+        add(`${PROJECT}:gateways[${i}].tunnelCidr`, g.tunnelCidr);
+        add(`${PROJECT}:gateways[${i}].tunnelCidrV6`, g.tunnelCidrV6);
+    });
     ((v.sites as SiteConfig[] | undefined) ?? []).forEach((s, i) => {
         s.networks.forEach((n, j) => {
             add(`${PROJECT}:sites[${i}].networks[${j}].cidr`, n.cidr);
@@ -100,6 +110,11 @@ export function checkRoutedPrefixes(v: Partial<Record<ConfigKey, unknown>>, prob
     const protectedPrefixes = [
         ...((v.adminCidrs as string[] | undefined) ?? []).map((c, i) => ({ key: `${PROJECT}:adminCidrs[${i}]`, cidr: parseCidr(c), what: "an operator's address" })),
         ...(existing?.host && isAddress(existing.host) ? [{ key: `${PROJECT}:existing.host`, cidr: parseCidr(`${existing.host}/${isAddress(existing.host, 4) ? 32 : 128}`), what: "the gateway's own address" }] : []),
+        ...((v.gateways as ExtraGatewayConfig[] | undefined) ?? []).flatMap((g, i) =>
+            g.placement === "existing" && g.existing?.host && isAddress(g.existing.host)
+                ? [{ key: `${PROJECT}:gateways[${i}].existing.host`, cidr: parseCidr(`${g.existing.host}/${isAddress(g.existing.host, 4) ? 32 : 128}`), what: "a gateway's own address" }]
+                : [],
+        ),
     ];
     for (const r of routed) {
         const c = parseCidr(r.text);

@@ -332,6 +332,39 @@ const peerSchema = z
     })
     .strict();
 
+/**
+ * A gateway besides the one the top-level keys describe (issue "two clouds"): its own
+ * placement, host or instance, tunnel block and port. SSH keys and adminCidrs are the stack's.
+ * Sites join every gateway and send guest traffic through one at a time, in this order
+ * after the first; unset interface settings are the first gateway's.
+ */
+const extraGatewaySchema = z
+    .object({
+        name: name('"ovh"'),
+        placement: z.enum(["existing", "oci", "ovh"], { error: 'must be one of "existing", "oci" or "ovh"' }),
+        existing: connection.optional(),
+        oci: ociSchema.optional(),
+        ovh: ovhSchema.optional(),
+        wgInterface: interfaceName('"wg0"').optional(),
+        listenPort: port(51820).optional(),
+        tunnelMtu: z.number().int().min(1280).max(8920).optional(),
+        tunnelCidr: cidr(4, '"10.67.0.0/24"'),
+        tunnelCidrV6: cidr(6, '"fd66:67:67::/64"'),
+    })
+    .strict();
+
+/** How a site with more than one gateway decides which one carries guest traffic. */
+const failoverSchema = z
+    .object({
+        // One probe per gateway per interval: a ping to its tunnel address through its tunnel.
+        probeIntervalSeconds: z.number().int().min(1).max(60).default(2),
+        // Consecutive failed probes before a gateway counts as down.
+        failAfter: z.number().int().min(1).max(20).default(3),
+        // A preferred gateway must answer this long without a miss before traffic goes back to it.
+        failbackAfterSeconds: z.number().int().min(0).max(86400).default(60),
+    })
+    .strict();
+
 // ---------------------------------------------------------------------------
 // The key table. Pulumi.yaml declares exactly these keys (a test keeps them in step).
 
@@ -367,6 +400,9 @@ export const KEY_SCHEMAS = {
     // Split layout: a site/laptop stack names its gateway stack; the gateway stack names them.
     gatewayStack: stackName,
     peerStacks: z.array(stackName, { error: 'must be a list of stack names, for example ["acme/wgexit/home"]' }),
+    // More than one gateway: the top-level keys describe the first, these the others.
+    gateways: z.array(extraGatewaySchema, { error: "must be a list of gateways" }),
+    failover: failoverSchema,
 } as const;
 
 export type ConfigKey = keyof typeof KEY_SCHEMAS;
@@ -376,7 +412,7 @@ export const CONFIG_KEYS = Object.keys(KEY_SCHEMAS) as ConfigKey[];
 export const SECRET_KEYS: readonly ConfigKey[] = ["sshPrivateKey", "sshPrivateKeyPassword"];
 
 /** Keys of the stack that runs the gateway; a site or laptop stack (gatewayStack) must leave them at their defaults. */
-export const GATEWAY_KEYS: readonly ConfigKey[] = ["placement", "existing", "oci", "ovh", "adminCidrs", "allowWorldSsh", "sshPublicKey", "peers", "peerStacks", "wgInterface", "listenPort", "tunnelCidr", "tunnelCidrV6", "tunnelMtu"];
+export const GATEWAY_KEYS: readonly ConfigKey[] = ["placement", "existing", "oci", "ovh", "adminCidrs", "allowWorldSsh", "sshPublicKey", "peers", "peerStacks", "wgInterface", "listenPort", "tunnelCidr", "tunnelCidrV6", "tunnelMtu", "gateways", "failover"];
 
 export type SiteConfig = z.output<typeof siteSchema>;
 export type NetworkConfig = z.output<typeof networkSchema>;
@@ -386,6 +422,8 @@ export type LaptopConfig = z.output<typeof laptopSchema>;
 export type ConnectionConfig = z.output<typeof connection>;
 export type OciConfig = z.output<typeof ociSchema>;
 export type OvhConfig = z.output<typeof ovhSchema>;
+export type ExtraGatewayConfig = z.output<typeof extraGatewaySchema>;
+export type FailoverConfig = z.output<typeof failoverSchema>;
 
 export interface ConfigProblem {
     key: string;

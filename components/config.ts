@@ -11,12 +11,14 @@ import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { allocatePeers, type PortForward, type ResolvedSite, resolvePortForwards, resolveSites, type TunnelPeer } from "./config.allocate";
 import { checkHosts, checkNames, checkOverlaps, checkRoutedPrefixes } from "./config.checks";
+import { type ExtraGateway, resolveExtraGateways, tunnelInterfaceFor } from "./config.gateways";
 import {
     CONFIG_KEYS,
     type ConfigKey,
     ConfigError,
     type ConfigProblem,
     type ConnectionConfig,
+    type FailoverConfig,
     GATEWAY_KEYS,
     KEY_SCHEMAS,
     type LaptopConfig,
@@ -31,6 +33,7 @@ import {
 import { type Cidr, hostAt, parseCidr } from "./net";
 
 export * from "./config.allocate";
+export * from "./config.gateways";
 export * from "./config.schema";
 
 export interface StackConfig {
@@ -58,6 +61,9 @@ export interface StackConfig {
     laptops: LaptopConfig[];
     portForwards: PortForward[];
     tunnelPeers: TunnelPeer[];
+    /** Gateways after the first (key gateways), in the order sites prefer them. */
+    extraGateways: ExtraGateway[];
+    failover: FailoverConfig;
     /** Split layout: the stack whose gateway this stack's sites and laptops join. */
     gatewayStack?: string;
     /** Split layout: the stacks whose sites and laptops this gateway takes as peers. */
@@ -229,6 +235,34 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
     checkHosts(v.sites ?? [], v.laptops ?? [], problems);
     checkRoutedPrefixes(v, problems);
 
+    const tunnelV4Parsed = typeof v.tunnelCidr === "string" ? parseCidr(v.tunnelCidr) : undefined;
+    const tunnelV6Parsed = typeof v.tunnelCidrV6 === "string" ? parseCidr(v.tunnelCidrV6) : undefined;
+    const firstSettings =
+        tunnelV4Parsed && tunnelV6Parsed
+            ? {
+                  wgInterface: v.wgInterface as string,
+                  listenPort: v.listenPort as number,
+                  tunnelMtu: v.tunnelMtu as number,
+                  tunnelCidr: tunnelV4Parsed.text,
+                  tunnelCidrV6: tunnelV6Parsed.text,
+                  addressV4: hostAt(tunnelV4Parsed, 1),
+                  addressV6: hostAt(tunnelV6Parsed, 1),
+                  adminCidrs: (v.adminCidrs ?? []).map((c) => parseCidr(c)?.text ?? c),
+                  allowWorldSsh: v.allowWorldSsh ?? false,
+              }
+            : undefined;
+    const extraGateways = resolveExtraGateways(v.gateways ?? [], { settings: firstSettings, placement, existing: v.existing }, tunnelPeers, { sites: v.sites ?? [], laptops: v.laptops ?? [] }, problems);
+    if (extraGateways.length) {
+        (v.sites ?? []).forEach((s, i) => {
+            extraGateways.forEach((_, n) => {
+                const name = tunnelInterfaceFor(s.wgInterface, n + 1);
+                s.networks.forEach((net, j) => {
+                    if (net.bridge === name) problems.push({ key: `${PROJECT}:sites[${i}].networks[${j}].bridge`, message: `"${name}" is the site's tunnel to gateway ${n + 2}; pick another bridge name such as "virbr-wg"` });
+                });
+            });
+        });
+    }
+
     if (problems.length > 0) throw new ConfigError(problems);
 
     const tunnelV4 = parseCidr(v.tunnelCidr as string) as Cidr;
@@ -258,6 +292,8 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
         laptops: v.laptops ?? [],
         portForwards,
         tunnelPeers,
+        extraGateways,
+        failover: v.failover ?? KEY_SCHEMAS.failover.parse({}),
         gatewayStack: v.gatewayStack,
         peerStacks: v.peerStacks ?? [],
     };

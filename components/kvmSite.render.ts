@@ -30,6 +30,8 @@ export interface SiteSettings {
     domainType: "kvm" | "qemu";
     /** Ports forwarded from the gateway's public address to guests of this site. */
     portForwards: PortForward[];
+    /** Tunnels to the stack's other gateways (siteFailover.render.ts): the firewall treats them as the first. */
+    extraTunnels?: string[];
 }
 
 export interface SiteGateway {
@@ -43,7 +45,7 @@ const quoted = (names: string[]) => `{ ${names.map((n) => JSON.stringify(n)).joi
 
 /** The site's table: guests reach only the tunnel, the tunnel reaches only guests, the host stays sealed. */
 export function renderSiteRuleset(s: SiteSettings): string {
-    const wg = JSON.stringify(s.wgInterface);
+    const wg = s.extraTunnels?.length ? quoted([s.wgInterface, ...s.extraTunnels]) : JSON.stringify(s.wgInterface);
     const bridges = quoted(s.networks.map((n) => n.bridge));
     const inbound4 = family(s.allowInboundFrom, 4);
     const inbound6 = family(s.allowInboundFrom, 6);
@@ -147,10 +149,12 @@ export function renderSiteSettings(s: SiteSettings): string {
  * own resolvers, outside the tunnel); DHCP hands out the configured resolvers instead,
  * and the tunnel MTU (libvirt adds the DHCP MTU option from <mtu>).
  */
-export function renderNetworkXml(n: ResolvedNetwork, s: Pick<SiteSettings, "wgInterface" | "tunnelMtu" | "serveDns">): string {
+export function renderNetworkXml(n: ResolvedNetwork, s: Pick<SiteSettings, "wgInterface" | "tunnelMtu" | "serveDns" | "extraTunnels">): string {
     const root = createXml({ version: "1.0" }).ele("network", { "xmlns:dnsmasq": "http://libvirt.org/schemas/network/dnsmasq/1.0" });
     root.ele("name").txt(n.name);
-    root.ele("forward", { mode: "route", dev: s.wgInterface });
+    // libvirt lets a routed network out through `dev` alone (and rejects the rest); with more than
+    // one gateway guests leave by whichever tunnel is up, and the site's table confines them to those.
+    root.ele("forward", s.extraTunnels?.length ? { mode: "route" } : { mode: "route", dev: s.wgInterface });
     root.ele("bridge", { name: n.bridge, stp: "off", delay: "0" });
     root.ele("mtu", { size: String(s.tunnelMtu) });
     if (!s.serveDns) root.ele("dns", { enable: "no" });

@@ -3,7 +3,7 @@
 // and its LAN off with its own nftables table, and runs libvirt routed networks and
 // guests (GuestVm) defined from generated XML. Renderers live in kvmSite.render.ts.
 import * as pulumi from "@pulumi/pulumi";
-import type { PortForward, ResolvedSite } from "./config";
+import type { FailoverConfig, PortForward, ResolvedSite } from "./config";
 import { type HostConnection, hostStep, type SshCredentials } from "./connection";
 import { GuestVm } from "./guestVm";
 import {
@@ -16,6 +16,13 @@ import {
     type SiteSettings,
 } from "./kvmSite.render";
 import { renderHostKeyCommand, renderHostKeyRemoveCommand } from "./roleScript";
+import { renderFailoverInstallCommand, renderFailoverRemoveCommand, type SiteTunnel } from "./siteFailover.render";
+
+/** One of the stack's further gateways, as a site joins it. */
+export interface FurtherGateway extends SiteTunnel {
+    publicKey: pulumi.Input<string>;
+    endpoint: pulumi.Input<string>;
+}
 
 export interface KvmSiteArgs {
     site: ResolvedSite;
@@ -29,6 +36,11 @@ export interface KvmSiteArgs {
         addressV6: string;
         mtu: number;
         gateway: { publicKey: pulumi.Input<string>; endpoint: pulumi.Input<string> };
+        /**
+         * More than one gateway (key gateways): the first one's name and tunnel address, the
+         * others in order of preference, and how the site chooses between them.
+         */
+        failover?: { first: { gateway: string; probe: string }; further: FurtherGateway[]; settings: FailoverConfig };
     };
     /** Ports the gateway forwards to this site's guests: the site's firewall lets them in. */
     portForwards: PortForward[];
@@ -45,6 +57,7 @@ export class KvmSite extends pulumi.ComponentResource {
     readonly connection: HostConnection;
     /** False while the site waits for its gateway stack to take it as a peer. */
     readonly joined: boolean;
+    private readonly firstInterface: string;
 
     constructor(name: string, args: KvmSiteArgs, opts?: pulumi.ComponentResourceOptions) {
         super("wgexit:index:KvmSite", name, {}, opts);
@@ -57,6 +70,7 @@ export class KvmSite extends pulumi.ComponentResource {
         this.routedCidrs = site.networks.flatMap((n) => [n.cidr, ...(n.cidrV6 ? [n.cidrV6] : [])]);
         this.guestAddresses = Object.fromEntries(site.networks.flatMap((n) => n.guests.map((g) => [g.name, g.addressV4])));
         this.joined = args.tunnel !== undefined;
+        this.firstInterface = site.wgInterface;
         if (args.tunnel) this.join(name, site, args.tunnel, args.portForwards, key);
         this.registerOutputs({ publicKey: this.publicKey, routedCidrs: this.routedCidrs, guestAddresses: this.guestAddresses, joined: this.joined });
     }
@@ -77,6 +91,7 @@ export class KvmSite extends pulumi.ComponentResource {
             poolDir: site.poolDir,
             domainType: site.domainType,
             portForwards,
+            ...(tunnel.failover ? { extraTunnels: tunnel.failover.further.map((g) => g.wgInterface) } : {}),
         };
 
         const installCommand = pulumi
@@ -87,6 +102,8 @@ export class KvmSite extends pulumi.ComponentResource {
             { connection: this.connection, create: installCommand, update: installCommand, delete: renderSiteRemoveCommand() },
             { parent: this, dependsOn: [key] },
         );
+
+        if (tunnel.failover) this.failover(name, tunnel, tunnel.failover, install);
 
         // Networks, then guests on them; destroy runs in the reverse order.
         for (const network of site.networks) {
@@ -104,5 +121,17 @@ export class KvmSite extends pulumi.ComponentResource {
                 new GuestVm(`${name}-guest-${guest.name}`, { guest, network, settings, connection: this.connection, after: [net] }, { parent: this });
             }
         }
+    }
+
+    /** The tunnels to the further gateways and the health check that moves guest traffic between all of them. */
+    private failover(name: string, tunnel: NonNullable<KvmSiteArgs["tunnel"]>, f: NonNullable<NonNullable<KvmSiteArgs["tunnel"]>["failover"]>, install: pulumi.Resource): void {
+        const tunnels: SiteTunnel[] = [
+            { gateway: f.first.gateway, wgInterface: this.firstInterface, addressV4: tunnel.addressV4, addressV6: tunnel.addressV6, mtu: tunnel.mtu, probe: f.first.probe },
+            ...f.further.map((g) => ({ gateway: g.gateway, wgInterface: g.wgInterface, addressV4: g.addressV4, addressV6: g.addressV6, mtu: g.mtu, probe: g.probe })),
+        ];
+        const command = pulumi
+            .all(f.further.map((g) => pulumi.all([g.publicKey, g.endpoint])))
+            .apply((peers) => renderFailoverInstallCommand({ tunnels, failover: f.settings }, peers.map(([publicKey, endpoint]) => ({ publicKey, endpoint }))));
+        hostStep(`${name}-failover`, { connection: this.connection, create: command, update: command, delete: renderFailoverRemoveCommand() }, { parent: this, dependsOn: [install] });
     }
 }

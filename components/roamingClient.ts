@@ -15,6 +15,8 @@ export interface RoamingClientArgs {
     dns: string[];
     mtu: number;
     gateway: { publicKey: pulumi.Input<string>; endpoint: pulumi.Input<string> };
+    /** The stack's further gateways: one more config each (same key, that gateway's addresses). */
+    furtherGateways?: { name: string; addressV4: string; addressV6: string; mtu: number; publicKey: pulumi.Input<string>; endpoint: pulumi.Input<string> }[];
 }
 
 export class RoamingClient extends pulumi.ComponentResource {
@@ -22,6 +24,8 @@ export class RoamingClient extends pulumi.ComponentResource {
     /** The config to import on the device (secret: it may hold a generated private key). */
     readonly config: pulumi.Output<string>;
     readonly generated: boolean;
+    /** With further gateways: a config per further gateway, by its name (secret, as config). */
+    readonly furtherConfigs?: pulumi.Output<Record<string, string>>;
 
     constructor(name: string, args: RoamingClientArgs, opts?: pulumi.ComponentResourceOptions) {
         super("wgexit:index:RoamingClient", name, {}, opts);
@@ -34,6 +38,19 @@ export class RoamingClient extends pulumi.ComponentResource {
                 renderClientConfig({ privateKey: key, addressV4: args.addressV4, addressV6: args.addressV6, dns: args.dns, mtu: args.mtu, gatewayPublicKey, endpoint }),
             ),
         );
-        this.registerOutputs({ publicKey: this.publicKey, config: this.config });
+        const further = args.furtherGateways;
+        if (further?.length) {
+            this.furtherConfigs = pulumi.secret(
+                pulumi.all([privateKey, pulumi.all(further.map((g) => pulumi.all([g.publicKey, g.endpoint])))]).apply(([key, gateways]) =>
+                    Object.fromEntries(
+                        further.map((g, i) => [
+                            g.name,
+                            renderClientConfig({ privateKey: key, addressV4: g.addressV4, addressV6: g.addressV6, dns: args.dns, mtu: g.mtu, gatewayPublicKey: gateways[i][0], endpoint: gateways[i][1] }),
+                        ]),
+                    ),
+                ),
+            );
+        }
+        this.registerOutputs({ publicKey: this.publicKey, config: this.config, ...(this.furtherConfigs ? { furtherConfigs: this.furtherConfigs } : {}) });
     }
 }

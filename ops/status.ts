@@ -9,6 +9,7 @@ import { parse as parseYaml } from "yaml";
 import { ConfigError, encodeConfig, parseStackConfig, type StackConfig } from "../components/config";
 import { GATEWAY_SCRIPT } from "../components/cloudGateway.render";
 import { SITE_SCRIPT } from "../components/kvmSite.render";
+import { FAILOVER_SCRIPT } from "../components/siteFailover.render";
 import { laptopDir, VM_SCRIPT } from "../components/laptopClient.render";
 import { argValue, UsageError } from "./args";
 
@@ -50,8 +51,15 @@ export function statusTargets(config: StackConfig, gatewayHost: string): StatusT
     const keepalive = [...config.sites.map((s) => s.name), ...config.laptops.map((l) => l.name)];
     const gw = config.existing ?? { port: 22, user: config.sshUser };
     const targets: StatusTarget[] = [{ label: "gateway", host: gatewayHost, port: gw.port, user: gw.user, script: GATEWAY_SCRIPT, keepalivePeers: keepalive }];
+    const further = config.extraGateways;
+    // Further gateways on existing hosts (those on new instances are found with --stack: furtherGateways output).
+    for (const g of further) {
+        if (g.existing) targets.push({ label: `gateway ${g.name}`, host: g.existing.host, port: g.existing.port, user: g.existing.user, script: GATEWAY_SCRIPT, keepalivePeers: config.sites.map((s) => s.name) });
+    }
     for (const s of config.sites) {
-        targets.push({ label: `site ${s.name}`, host: s.connection.host, port: s.connection.port, user: s.connection.user, script: SITE_SCRIPT, keepalivePeers: ["gateway"] });
+        // With further gateways, failover.sh reports the site (site.sh's checks, and which tunnel carries guests).
+        const script = further.length ? FAILOVER_SCRIPT : SITE_SCRIPT;
+        targets.push({ label: `site ${s.name}`, host: s.connection.host, port: s.connection.port, user: s.connection.user, script, keepalivePeers: ["gateway", ...further.map((g) => g.name)] });
     }
     for (const l of config.laptops) {
         targets.push({ label: `laptop ${l.name} (VM)`, host: l.vm.host, port: l.vm.port, user: l.vm.user, script: VM_SCRIPT, keepalivePeers: ["gateway"] });
@@ -69,6 +77,12 @@ export function parseStatus(target: StatusTarget, output: string): StatusLine[] 
         const check = raw.match(/^check (.+) (ok|FAIL)$/);
         if (check) {
             lines.push({ target: target.label, item: check[1], ok: check[2] === "ok", judged: true, detail: check[2] === "ok" ? "in place" : "missing" });
+            continue;
+        }
+        const carrier = raw.match(/^carrier (\S+)(?: via (\S+) since (\d+|install))?$/);
+        if (carrier) {
+            const [, name, link, since] = carrier;
+            lines.push({ target: target.label, item: "guest traffic", ok: name !== "none", judged: true, detail: name === "none" ? "no gateway answers: the kill switch holds it" : `by gateway ${name} (${link}), ${since === "install" ? "since install" : `for ${since} s`}` });
             continue;
         }
         const peer = raw.match(/^peer (\S+) handshake=(\d+|never) rx=(\d+) tx=(\d+)$/);

@@ -45,7 +45,7 @@ class RecordingMocks implements pulumi.runtime.Mocks {
         const outputs: Record<string, unknown> = { ...args.inputs };
         if (args.type === "command:remote:Command") {
             const key = args.name.startsWith("site-") || args.name.startsWith("laptop-") ? FAKE_SITE_KEY : FAKE_GATEWAY_KEY;
-            outputs.stdout = args.name === "gateway-install" || args.name.endsWith("-key") ? `installed\n${key}\n` : "";
+            outputs.stdout = (args.name.startsWith("gateway") && args.name.endsWith("-install")) || args.name.endsWith("-key") ? `installed\n${key}\n` : "";
             outputs.stderr = "";
         }
         if (args.type === "random:index/randomBytes:RandomBytes") outputs.base64 = GENERATED_CLIENT_KEY;

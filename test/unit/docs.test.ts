@@ -59,7 +59,7 @@ describe("docs and declarations", () => {
         assert.deepEqual(Object.entries(declarations).filter(([, d]) => d.default === undefined).map(([k]) => k), ["sshPrivateKey"]);
     });
 
-    for (const stackFile of ["Pulumi.dev.yaml", "Pulumi.lab.yaml", "Pulumi.prod.yaml", "Pulumi.prod-home.yaml"]) {
+    for (const stackFile of ["Pulumi.dev.yaml", "Pulumi.lab.yaml", "Pulumi.prod.yaml", "Pulumi.prod-home.yaml", "Pulumi.multi.yaml"]) {
         it(`${stackFile} uses only declared keys`, () => {
             const stack = parseYaml(fs.readFileSync(path.join(REPO, stackFile), "utf8")) as { config: Record<string, unknown> };
             for (const key of Object.keys(stack.config)) {
@@ -69,7 +69,7 @@ describe("docs and declarations", () => {
         });
     }
 
-    for (const stackFile of ["Pulumi.dev.yaml", "Pulumi.prod.yaml", "Pulumi.prod-home.yaml"]) {
+    for (const stackFile of ["Pulumi.dev.yaml", "Pulumi.prod.yaml", "Pulumi.prod-home.yaml", "Pulumi.multi.yaml"]) {
         it(`${stackFile} fails only on its placeholders`, () => {
             const stack = parseYaml(fs.readFileSync(path.join(REPO, stackFile), "utf8")) as { config: Record<string, unknown> };
             const raw = encodeConfig(stack.config);
@@ -78,7 +78,7 @@ describe("docs and declarations", () => {
                 assert.fail("placeholders should not validate");
             } catch (e) {
                 assert.ok(e instanceof ConfigError);
-                for (const p of e.problems) assert.match(p.key, /compartmentId|adminCidrs|sshPublicKey|sshPrivateKey|publicKey|connection\.host|connection\.hostKey|sshAuthorizedKeys|peerStacks|gatewayStack/, `${p.key}: ${p.message}`);
+                for (const p of e.problems) assert.match(p.key, /compartmentId|serviceName|adminCidrs|sshPublicKey|sshPrivateKey|publicKey|connection\.host|connection\.hostKey|sshAuthorizedKeys|peerStacks|gatewayStack/, `${p.key}: ${p.message}`);
             }
         });
     }

@@ -94,7 +94,7 @@ const resources = (run: ProgramRun) =>
         .sort((a, b) => `${a.type}::${a.name}`.localeCompare(`${b.type}::${b.name}`));
 
 describe("every example stack under the CLI's rules", () => {
-    for (const file of ["Pulumi.dev.yaml", "Pulumi.prod.yaml", "Pulumi.prod-home.yaml", "Pulumi.lab.yaml"]) {
+    for (const file of ["Pulumi.dev.yaml", "Pulumi.prod.yaml", "Pulumi.prod-home.yaml", "Pulumi.lab.yaml", "Pulumi.multi.yaml"]) {
         it(`${file}: the CLI accepts it, and the program registers the same resources with or without the injected defaults`, async () => {
             const stack = filledStack(file);
             const name = path.basename(file, ".yaml").slice("Pulumi.".length);
