@@ -14,6 +14,7 @@ import { phase } from "../lab/progress";
 import { baseConfig, runProgram } from "../test/helpers/program";
 import { type ApplyTime, applyTimes } from "./applyTime";
 import { bareSetup, oursSetup, type PmtuDownload, pmtuDownload, type Setup, seedSetup, type Walls } from "./dataplane";
+import { type FailoverTimes, failoverTimes } from "./failover";
 import { ablation, alternate, type RoundResults, ratios, type Spread, spread, type VariantResult, verdict } from "./rounds";
 
 const quick = process.argv.includes("--quick");
@@ -72,6 +73,7 @@ interface DataPlane {
     pmtu: { ours: PmtuDownload; seed: PmtuDownload };
     ablation: VariantResult[];
     applyTimes: ApplyTime[] | { skipped: string };
+    failover: FailoverTimes;
     walls: Partial<Walls>;
     load: { before: number[]; after: number[] };
 }
@@ -94,8 +96,8 @@ async function dataPlane(): Promise<{ skipped: string } | DataPlane> {
     const lab = await phase("data plane: building the lab world", () => Lab.start(), "bench");
     try {
         const o = quick
-            ? { rounds: 1, seconds: 1, pings: 5, ablationRounds: 1, ablationSeconds: 1, pmtuLimit: 10, guests: [1, 2] }
-            : { rounds: 5, seconds: 4, pings: 20, ablationRounds: 3, ablationSeconds: 3, pmtuLimit: 30, guests: [1, 8] };
+            ? { rounds: 1, seconds: 1, pings: 5, ablationRounds: 1, ablationSeconds: 1, pmtuLimit: 10, guests: [1, 2], failoverRounds: 1 }
+            : { rounds: 5, seconds: 4, pings: 20, ablationRounds: 3, ablationSeconds: 3, pmtuLimit: 30, guests: [1, 8], failoverRounds: 3 };
         const load = { before: os.loadavg().map((l) => Number(l.toFixed(2))), after: [] as number[] };
         const walls: Partial<Walls> = {};
         const [ours, seed, bare] = [oursSetup(lab, walls), seedSetup(lab), bareSetup(lab)];
@@ -109,7 +111,8 @@ async function dataPlane(): Promise<{ skipped: string } | DataPlane> {
         // After the data-plane measurements (the guests of the next phase load the machine on purpose).
         load.after = os.loadavg().map((l) => Number(l.toFixed(2)));
         const applied = await applyTimes(lab, o.guests);
-        return { rounds, pmtu, ablation: variants, applyTimes: applied, walls, load };
+        const failover = await phase(`failover with two gateways (${o.failoverRounds} round${o.failoverRounds > 1 ? "s" : ""})`, () => failoverTimes(lab, o.failoverRounds), "bench");
+        return { rounds, pmtu, ablation: variants, applyTimes: applied, failover, walls, load };
     } finally {
         await phase("data plane: teardown", () => lab.destroy(), "bench");
     }
@@ -210,6 +213,11 @@ function dataPlaneMarkdown(d: DataPlane): string[] {
             `Apply time, ${many.guests} guests ÷ ${one.guests}: ${(many.applyMs / one.applyMs).toFixed(2)} (one run each).`,
         );
     }
+    const f = d.failover;
+    lines.push(
+        "",
+        `Failover with two gateways (lab two-cloud stack; a probe every ${f.settings.probeIntervalSeconds} s, down after ${f.settings.failAfter} missed, back after ${f.settings.failbackAfterSeconds} s answering), the first cloud cut off and restored, ${f.failover.length} round${f.failover.length > 1 ? "s" : ""}: failover ${range(spread(f.failover.filter(Number.isFinite)), 1)} s, failback ${range(spread(f.failback.filter(Number.isFinite)), 1)} s${f.failover.some(Number.isNaN) || f.failback.some(Number.isNaN) ? " (some rounds got no answer in 40 s: see results.json)" : ""} (from the cut, or the return, to the guest's first answer from the other gateway's address).`,
+    );
     lines.push("", `Lab wall time (ours, first round): apply ${d.walls.applyMs} ms, re-apply ${d.walls.reapplyMs} ms, destroy ${d.walls.destroyMs} ms.`);
     return lines;
 }

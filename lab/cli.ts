@@ -1,4 +1,4 @@
-// npm run lab [-- --json] [-- --keep] [-- --down] [-- --only=gateway|site|split|laptop]
+// npm run lab [-- --json] [-- --keep] [-- --down] [-- --only=gateway|site|split|twoclouds|laptop]
 // Builds the namespace world, applies the lab stack with the real program, prints the
 // isolation and leak matrix, then destroys everything and proves nothing is left. Each phase
 // (world, scenario, teardown) says on stderr when it starts and how long it took.
@@ -7,9 +7,10 @@ import { laptopScenario } from "./laptopScenario";
 import { phase } from "./progress";
 import { siteScenario } from "./siteScenario";
 import { splitScenario } from "./splitScenario";
+import { twoCloudsScenario } from "./twoCloudsScenario";
 import { LabWorld } from "./world";
 
-const SCENARIOS = ["gateway", "site", "split", "laptop"];
+const SCENARIOS = ["gateway", "site", "split", "twoclouds", "laptop"];
 
 export function labUnsupportedReason(): string | undefined {
     if (process.platform !== "linux") return `the lab needs Linux network namespaces (this is ${process.platform})`;
@@ -58,6 +59,7 @@ async function main(): Promise<number> {
         }
         if (only === undefined || only === "site") await phase("scenario site/kvm: a KVM site with a QEMU guest", () => siteScenario(lab));
         if (only === undefined || only === "split") await phase("scenario stacks/split: a gateway stack and a site stack", () => splitScenario(lab));
+        if (only === undefined || only === "twoclouds") await phase("scenario gateways/two-clouds: two gateways, failover without leaks", () => twoCloudsScenario(lab));
         if (only === undefined || only === "laptop") await phase("scenario laptop/linux: a laptop through its local VM", () => laptopScenario(lab));
     } catch (e) {
         lab.record("lab", "scenarios ran to the end", false, (e as Error).message);

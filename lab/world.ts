@@ -16,6 +16,8 @@ export const LAB = {
     routerV6: "2001:db8:113::1",
     server: { v4: "203.0.113.80", v6: "2001:db8:113::80", httpPort: 8080 },
     cloudPublic: { v4: "203.0.113.10", v6: "2001:db8:10::2" },
+    // The second cloud (OVH-like): its public addresses sit on the instance's own interface.
+    cloud2: { v4: "203.0.113.40", v6: "2001:db8:113::40" },
     cloudPrivate: { v4: "10.0.0.2", net: "10.0.0.0/24", routerV4: "10.0.0.1", routerV6: "2001:db8:10::1", neighbour: "10.0.0.3" },
     metadata: "169.254.169.254",
     home: { wanV4: "203.0.113.20", wanV6: "2001:db8:113::20", lanV4: "192.168.1.1", lanV6: "2001:db8:20::1", lanNet: "192.168.1.0/24", lanNetV6: "2001:db8:20::/64" },
@@ -29,8 +31,8 @@ export const LAB = {
     testPeer: { v4: "203.0.113.30", v6: "2001:db8:113::30", subnet: "192.168.200.0/24", subnetHost: "192.168.200.1", subnetV6: "fd66:200::/64", subnetHostV6: "fd66:200::1" },
 } as const;
 
-export type Role = "inet" | "srv" | "vcn" | "cloud" | "home" | "lan" | "ctl" | "peer" | "kvm" | "guest" | "laptop" | "lvm";
-const ROLES: Role[] = ["inet", "srv", "vcn", "cloud", "home", "lan", "ctl", "peer", "kvm", "guest", "laptop", "lvm"];
+export type Role = "inet" | "srv" | "vcn" | "cloud" | "cloud2" | "home" | "lan" | "ctl" | "peer" | "kvm" | "guest" | "laptop" | "lvm";
+const ROLES: Role[] = ["inet", "srv", "vcn", "cloud", "cloud2", "home", "lan", "ctl", "peer", "kvm", "guest", "laptop", "lvm"];
 
 export interface SshHost {
     role: Role;
@@ -132,6 +134,13 @@ export class LabWorld {
             await inNs(this.ns(role), `ip link set wan up && ip addr add ${v4}/24 dev wan && ip addr add ${v6}/64 dev wan nodad &&
                 ip route add default via ${LAB.routerV4} && ip -6 route add default via ${LAB.routerV6}`);
         }
+        // The OVH-like instance: its public addresses as /32 and /128 with an on-link router, as
+        // OVH Public Cloud configures them (so its gateway role sees no provider LAN to protect).
+        await this.link("inet", "i-cloud2", "cloud2", "wan");
+        await inNs(this.ns("inet"), "ip link set i-cloud2 master br0 up");
+        await inNs(this.ns("cloud2"), `ip link set wan up && ip addr add ${LAB.cloud2.v4}/32 dev wan && ip addr add ${LAB.cloud2.v6}/128 dev wan nodad &&
+            ip route add ${LAB.routerV4} dev wan && ip route add default via ${LAB.routerV4} dev wan &&
+            ip -6 route add ${LAB.routerV6} dev wan && ip -6 route add default via ${LAB.routerV6} dev wan`);
         await inNs(this.ns("inet"), `ip -6 route add 2001:db8:10::/64 via 2001:db8:113::10 && ip -6 route add ${LAB.home.lanNetV6} via ${LAB.home.wanV6}`);
 
         // OCI-like VCN: the instance has only a private address; the VCN maps the public one 1:1
@@ -205,6 +214,7 @@ EOF`);
         // The operator's SSH key, and sshd on the cloud box.
         await run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "wgexit-lab-operator", "-f", this.m.sshKey]);
         await this.startSshHost("cloud", LAB.cloudPrivate.v4);
+        await this.startSshHost("cloud2", LAB.cloud2.v4);
         await this.startSshHost("kvm", LAB.kvm.v4, { libvirt: true });
         await this.startSshHost("laptop", LAB.laptop.mgmt);
         await this.startSshHost("lvm", LAB.laptopVm.v4);
@@ -251,6 +261,17 @@ EOF`);
     /** A process the lab starts in a namespace mid-run; tracked by PID like the world's own. */
     startLabDaemon(name: string, role: Role, argv: string[]): Daemon {
         return this.daemon(name, role, argv);
+    }
+
+    /** A process on an SSH host, as its own service manager would run it (the host's network and mounts). */
+    startHostDaemon(name: string, role: Role, argv: string[]): Daemon {
+        const host = this.m.sshHosts[role];
+        if (!host) throw new Error(`${role} is not an SSH host`);
+        const d = startDaemon(name, ["nsenter", "-t", String(host.pid), "-m", "-n", "--", ...argv], path.join(this.root, `${name}.out`));
+        this.daemons.push(d);
+        this.m.pids.push({ name, pid: d.pid, logFile: d.logFile });
+        this.save();
+        return d;
     }
 
     async stopLabDaemon(d: Daemon): Promise<void> {

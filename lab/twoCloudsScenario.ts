@@ -1,0 +1,172 @@
+// Two gateways in two clouds (key gateways): the OCI-like box first, the OVH-like box second.
+// Applied by the lab engine, then the site's health check (failover.sh watch, as its systemd
+// unit would run it) moves a namespace guest's traffic while each cloud is cut off from the
+// internet in turn, with the far end of the KVM host's LAN link captured throughout.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { inNs, waitFor } from "./exec";
+import { startNamespaceGuest, stopNamespaceGuest } from "./guests";
+import { diffLines, type Lab, type StackOutputs } from "./lab";
+import { LAB } from "./world";
+
+export const FAILOVER = { probeIntervalSeconds: 1, failAfter: 3, failbackAfterSeconds: 10 };
+/** The longest a switch may take: failAfter rounds (one each interval), two to spare (a round in flight, a loaded machine), and two seconds for the guest to notice. */
+const DETECTION_BOUND_S = (FAILOVER.failAfter + 2) * FAILOVER.probeIntervalSeconds + 2;
+const SERVER = `http://${LAB.server.v4}:${LAB.server.httpPort}/`;
+
+export const SECOND_GATEWAY = { name: "ovh", placement: "existing", existing: { host: LAB.cloud2.v4, user: "root" }, tunnelCidr: "10.67.0.0/24", tunnelCidrV6: "fd66:67:67::/64" };
+
+/** One line per answer the guest got, "<epoch seconds> <address the server saw or ->". */
+function egressLog(file: string): { t: number; seen: string }[] {
+    if (!fs.existsSync(file)) return [];
+    return fs
+        .readFileSync(file, "utf8")
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => {
+            const [t, seen] = l.split(" ");
+            return { t: Number(t), seen: seen ?? "-" };
+        });
+}
+
+/** The two-gateway stack applied and running, with a guest asking the server who it is, five times a second. */
+export interface TwoClouds {
+    config: Record<string, unknown>;
+    applied: Awaited<ReturnType<Lab["apply"]>>;
+    /** Cuts a cloud off the internet (its uplink on the lab internet's bridge), or brings it back. */
+    cut(cloud: "vcn" | "cloud2", down: boolean): Promise<void>;
+    answers(): { t: number; seen: string }[];
+    /** Seconds from `since` (epoch s) to the guest's first answer from `address`; NaN if none within the time. */
+    firstAnswer(since: number, address: string, timeoutMs: number): Promise<number>;
+    /** Stops the guest and its requests, leaves the health check running. */
+    stopGuest(): Promise<void>;
+    stopWatch(): Promise<void>;
+}
+
+export async function startTwoClouds(lab: Lab): Promise<TwoClouds> {
+    const w = lab.world;
+    // The home site without its QEMU guest (the site scenario boots that one).
+    const sites = (lab.baseOverrides().sites as Record<string, unknown>[]).map((s) => ({ ...s, networks: (s.networks as Record<string, unknown>[]).map((n) => ({ ...n, guests: [] })) }));
+    const config = { sites, gateways: [SECOND_GATEWAY], failover: FAILOVER };
+    const applied = await lab.apply(config);
+    // As the site's systemd unit runs it (lab hosts have no systemd).
+    const watch = w.startHostDaemon("failover-watch", "kvm", ["/etc/wgexit/site/failover.sh", "watch"]);
+    await startNamespaceGuest(w, "virbr-wg");
+    const log = path.join(w.root, "guest-egress.log");
+    fs.rmSync(log, { force: true });
+    const loop = w.startLabDaemon("guest-egress", "guest", ["sh", "-c", `while :; do printf '%s %s\\n' "$(date +%s.%N)" "$(curl -s -m 1 ${SERVER} || echo -)" >>${log}; sleep 0.2; done`]);
+    await waitFor("the guest's first answer", () => egressLog(log).length > 0, 10_000, 100);
+    let guestUp = true;
+    return {
+        config,
+        applied,
+        cut: async (cloud, down) => {
+            await inNs(w.ns("inet"), `ip link set i-${cloud} ${down ? "down" : "up"}`);
+        },
+        answers: () => egressLog(log),
+        firstAnswer: async (since, address, timeoutMs) => {
+            const found = () => egressLog(log).find((e) => e.t > since && e.seen === address);
+            await waitFor(`an answer as ${address}`, () => found() !== undefined, timeoutMs, 100).catch(() => undefined);
+            const hit = found();
+            return hit ? hit.t - since : Number.NaN;
+        },
+        stopGuest: async () => {
+            if (!guestUp) return;
+            guestUp = false;
+            await w.stopLabDaemon(loop);
+            await stopNamespaceGuest(w);
+        },
+        stopWatch: () => w.stopLabDaemon(watch),
+    };
+}
+
+export async function twoCloudsScenario(lab: Lab): Promise<void> {
+    const group = "gateways/two-clouds";
+    const w = lab.world;
+    const steps = (r: { executions: { action: string; key: string }[] }) => r.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", ") || "0 steps";
+    await waitFor("libvirt's default network", async () => (await w.virsh("net-list --name", true)).stdout.includes("default"), 30_000, 250);
+    await w.hostExec("kvm", "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1");
+    const before = { kvm: await w.hostSnapshot("kvm"), cloud: await w.hostSnapshot("cloud"), cloud2: await w.hostSnapshot("cloud2") };
+
+    // The KVM host's LAN link is captured from before the first apply to the end.
+    const pcap = path.join(w.root, "kvm-lan.pcap");
+    const tcpdump = w.startLabDaemon("tcpdump-kvm", "home", ["tcpdump", "-i", "h-kvm", "-nn", "-U", "-s", "128", "-w", pcap]);
+    await waitFor("tcpdump on the KVM host's LAN link", () => fs.readFileSync(tcpdump.logFile, "utf8").includes("listening on"), 10_000);
+    const tc = await startTwoClouds(lab);
+    try {
+        const made = tc.applied.executions.map((e) => e.key.split("::")[1]);
+        lab.record(group, "one apply makes both gateways, ties them, and gives the site a tunnel to each", ["gateway-install", "gateway-ovh-install", "gateway-ovh-peers", "site-home-failover"].every((n) => made.includes(n)), `${tc.applied.executions.length} steps, ${tc.applied.wallMs} ms`);
+
+        // Tied: the test peer, a host behind the first gateway, reaches the second gateway's tunnel address.
+        const wg = await lab.peerUp(tc.applied.outputs as unknown as StackOutputs);
+        try {
+            const reached = await inNs(w.ns("peer"), `ip route replace 10.67.0.1/32 dev ${wg} && ping -n -c 3 -i 0.5 -W 2 10.67.0.1`, { allowFail: true, timeoutMs: 20_000 });
+            const gatewayToGateway = await w.hostExec("cloud2", "ping -n -c 2 -W 2 10.66.0.1", true);
+            lab.record(group, "the gateways are tied: a host behind the first reaches the second's tunnel address, and the second the first's", reached.code === 0 && gatewayToGateway.code === 0, `${reached.stdout.match(/\d+ received/)?.[0] ?? "none"} from 10.67.0.1; ${gatewayToGateway.stdout.match(/\d+ received/)?.[0] ?? "none"} from 10.66.0.1`);
+        } finally {
+            await lab.peerDown(wg);
+        }
+
+        const first = tc.answers().at(-1)?.seen;
+        lab.record(group, "guests leave by the first gateway, as its public address", first === LAB.cloudPublic.v4, `server saw ${first ?? "nothing"}`);
+
+        // 1. The first cloud goes dark.
+        const t1 = Date.now() / 1000;
+        await tc.cut("vcn", true);
+        const failover = await tc.firstAnswer(t1, LAB.cloud2.v4, 40_000);
+        lab.record(group, `the first cloud cut off: guests leave by the second within ${DETECTION_BOUND_S} s (failAfter ${FAILOVER.failAfter}, a probe every ${FAILOVER.probeIntervalSeconds} s)`, failover <= DETECTION_BOUND_S, `failover time ${failover.toFixed(1)} s`);
+
+        // 2. It comes back: traffic returns only after it has answered for failbackAfterSeconds.
+        const t2 = Date.now() / 1000;
+        await tc.cut("vcn", false);
+        const failback = await tc.firstAnswer(t2, LAB.cloudPublic.v4, 60_000);
+        lab.record(group, `the first cloud back: guests return after its ${FAILOVER.failbackAfterSeconds} s hold, not before`, failback >= FAILOVER.failbackAfterSeconds && failback <= FAILOVER.failbackAfterSeconds + DETECTION_BOUND_S, `returned after ${failback.toFixed(1)} s`);
+
+        // 3. Both clouds dark: after detection, nothing answers and the kill switch holds.
+        const t3 = Date.now() / 1000;
+        await tc.cut("vcn", true);
+        await tc.cut("cloud2", true);
+        await new Promise((r) => setTimeout(r, (DETECTION_BOUND_S + 4) * 1000));
+        const route = (await w.hostExec("kvm", "ip -4 route show table 7700")).stdout.trim().replace(/\n/g, " | ");
+        const answeredLate = tc.answers().filter((e) => e.t > t3 + DETECTION_BOUND_S && e.seen !== "-");
+        lab.record(group, "both clouds cut off: guest traffic is refused by the kill switch, nothing answers", answeredLate.length === 0 && !/^default dev/m.test(route) && /unreachable default/.test(route), `table 7700: ${route}; ${answeredLate.length} answers`);
+        await tc.cut("vcn", false);
+        await tc.cut("cloud2", false);
+        const t4 = Date.now() / 1000;
+        const resumed = await tc.firstAnswer(t4, LAB.cloudPublic.v4, 40_000);
+        lab.record(group, "both back: guests leave by the first gateway again", !Number.isNaN(resumed), Number.isNaN(resumed) ? "no answer in 40 s" : `after ${resumed.toFixed(1)} s`);
+    } finally {
+        await tc.stopGuest();
+        await w.stopLabDaemon(tcpdump);
+        await tc.cut("vcn", false);
+        await tc.cut("cloud2", false);
+    }
+
+    // Every frame the KVM host sent toward its LAN and the home router during all of it.
+    const mac = (await inNs(w.ns("kvm"), "cat /sys/class/net/eth0/address")).stdout.trim();
+    const frames = (await inNs(w.ns("home"), `tcpdump -r ${pcap} -nn -e 2>/dev/null`, { allowFail: true })).stdout.split("\n").filter((f) => f.split(" ")[1] === mac);
+    const endpoints = [`${LAB.cloudPublic.v4}.51820`, `${LAB.cloud2.v4}.51820`];
+    const wireguard = frames.filter((f) => endpoints.some((e) => f.includes(`> ${e}: UDP`)));
+    const ssh = frames.filter((f) => /\.22 > 192\.168\.1\.99\.\d+: Flags/.test(f));
+    const guestPackets = frames.filter((f) => / 192\.168\.100\.\d+(\.\d+)? >|fd66:100:/.test(f));
+    const other = frames.filter((f) => !wireguard.includes(f) && !ssh.includes(f) && !/ethertype ARP|ICMP6, (router|neighbor) (solicitation|advertisement)|ICMP6, multicast listener/.test(f));
+    lab.record(group, "through all of it: 0 guest packets leave by the home LAN link; only WireGuard to the two endpoints (and the operator's SSH)", wireguard.length > 0 && guestPackets.length === 0 && other.length === 0, guestPackets[0] ?? other[0] ?? `${wireguard.length} WireGuard frames, ${ssh.length} SSH, ${frames.length - wireguard.length - ssh.length} ARP/ND, nothing else`);
+
+    const status = await w.hostExec("kvm", "/etc/wgexit/site/failover.sh status", true);
+    const switches = (await w.hostExec("kvm", "cat /etc/wgexit/site/failover/switches.log", true)).stdout.trim().split("\n");
+    lab.record(
+        group,
+        "status names the gateway carrying guest traffic and since when; every switch is logged",
+        /^carrier gateway via wgexit0 since \d+$/m.test(status.stdout) && /^peer ovh handshake=\d+ /m.test(status.stdout) && /^check failover watch running ok$/m.test(status.stdout) && switches.length >= 4,
+        `${status.stdout.split("\n").filter((l) => /^(carrier|peer|check (guest|failover))/.test(l)).join(" | ")}; ${switches.length} switches logged, last: ${switches.at(-1)}`,
+    );
+    await tc.stopWatch();
+
+    const again = await lab.apply(tc.config);
+    lab.record(group, "re-applying changes nothing", again.executions.length === 0, steps(again));
+
+    await lab.apply(tc.config, true);
+    const after = { kvm: await w.hostSnapshot("kvm"), cloud: await w.hostSnapshot("cloud"), cloud2: await w.hostSnapshot("cloud2") };
+    const same = before.kvm === after.kvm && before.cloud === after.cloud && before.cloud2 === after.cloud2;
+    lab.record(group, "destroy leaves the KVM host and both gateway hosts as they were", same, same ? "identical" : diffLines(`${before.kvm}${before.cloud}${before.cloud2}`, `${after.kvm}${after.cloud}${after.cloud2}`));
+}
