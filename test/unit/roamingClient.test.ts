@@ -68,6 +68,13 @@ describe("roaming client", () => {
                 console.error("SKIPPED LOUDLY: zbarimg is not installed; the QR code was not decoded");
             }
             assert.equal(await clientMain(["nobody", "--outputs", path.join(dir, "outputs.json"), "--out", dir]), 2);
+            // Two clouds: the further gateway's config, by its name.
+            const ovh = renderClientConfig({ ...settings, addressV4: "10.67.0.2", addressV6: "fd66:67:67::2", endpoint: "198.51.100.40:51820", privateKey: GENERATED_CLIENT_KEY });
+            fs.writeFileSync(path.join(dir, "outputs.json"), JSON.stringify({ clientConfigs: { tablet: config }, clientConfigsByGateway: { tablet: { ovh } } }));
+            assert.equal(await clientMain(["tablet", "--gateway", "ovh", "--outputs", path.join(dir, "outputs.json"), "--out", dir]), 0);
+            assert.equal(fs.readFileSync(path.join(dir, "tablet-ovh.conf"), "utf8"), ovh);
+            assert.equal(fs.statSync(path.join(dir, "tablet-ovh.png")).mode & 0o777, 0o600);
+            assert.equal(await clientMain(["tablet", "--gateway", "gcp", "--outputs", path.join(dir, "outputs.json"), "--out", dir]), 2);
         } finally {
             console.log = original;
             fs.rmSync(dir, { recursive: true, force: true });
