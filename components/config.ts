@@ -14,8 +14,8 @@ import { checkHosts, checkNames, checkOverlaps, checkRoutedPrefixes } from "./co
 import { type ExtraGateway, resolveExtraGateways, tunnelInterfaceFor } from "./config.gateways";
 import {
     CONFIG_KEYS,
-    type ConfigKey,
     ConfigError,
+    type ConfigKey,
     type ConfigProblem,
     type ConnectionConfig,
     type FailoverConfig,
@@ -253,6 +253,18 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
             : undefined;
     const extraGateways = resolveExtraGateways(v.gateways ?? [], { settings: firstSettings, placement, existing: v.existing }, tunnelPeers, { sites: v.sites ?? [], laptops: v.laptops ?? [] }, problems);
     if (extraGateways.length) {
+        // Replies go back by the tunnel they came in on: one table per gateway, just below routeTable (siteFailover.render.ts).
+        const count = extraGateways.length + 1;
+        const tablesInUse = [...(v.sites ?? []).map((s, i) => ({ table: s.routeTable, key: `${PROJECT}:sites[${i}].routeTable` })), ...(v.laptops ?? []).map((l, i) => ({ table: l.routeTable, key: `${PROJECT}:laptops[${i}].routeTable` }))];
+        (v.sites ?? []).forEach((s, i) => {
+            const low = s.routeTable - count;
+            const clash = tablesInUse.find((t) => t.table >= low && t.table < s.routeTable);
+            if (low < 1 || (low <= 255 && s.routeTable - 1 >= 253)) {
+                problems.push({ key: `${PROJECT}:sites[${i}].routeTable`, message: `with ${count} gateways the site also uses tables ${low}-${s.routeTable - 1} (replies by the tunnel they came in on); use a routeTable of ${count + 1} or more that keeps them clear of 253-255, for example 7700` });
+            } else if (clash) {
+                problems.push({ key: `${PROJECT}:sites[${i}].routeTable`, message: `with ${count} gateways the site also uses tables ${low}-${s.routeTable - 1}, and ${clash.key} is ${clash.table}; leave ${count} free numbers below each routeTable` });
+            }
+        });
         (v.sites ?? []).forEach((s, i) => {
             extraGateways.forEach((_, n) => {
                 const name = tunnelInterfaceFor(s.wgInterface, n + 1);

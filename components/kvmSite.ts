@@ -57,7 +57,6 @@ export class KvmSite extends pulumi.ComponentResource {
     readonly connection: HostConnection;
     /** False while the site waits for its gateway stack to take it as a peer. */
     readonly joined: boolean;
-    private readonly firstInterface: string;
 
     constructor(name: string, args: KvmSiteArgs, opts?: pulumi.ComponentResourceOptions) {
         super("wgexit:index:KvmSite", name, {}, opts);
@@ -70,7 +69,6 @@ export class KvmSite extends pulumi.ComponentResource {
         this.routedCidrs = site.networks.flatMap((n) => [n.cidr, ...(n.cidrV6 ? [n.cidrV6] : [])]);
         this.guestAddresses = Object.fromEntries(site.networks.flatMap((n) => n.guests.map((g) => [g.name, g.addressV4])));
         this.joined = args.tunnel !== undefined;
-        this.firstInterface = site.wgInterface;
         if (args.tunnel) this.join(name, site, args.tunnel, args.portForwards, key);
         this.registerOutputs({ publicKey: this.publicKey, routedCidrs: this.routedCidrs, guestAddresses: this.guestAddresses, joined: this.joined });
     }
@@ -103,7 +101,7 @@ export class KvmSite extends pulumi.ComponentResource {
             { parent: this, dependsOn: [key] },
         );
 
-        if (tunnel.failover) this.failover(name, tunnel, tunnel.failover, install);
+        if (tunnel.failover) this.failover(name, settings, tunnel.failover, install);
 
         // Networks, then guests on them; destroy runs in the reverse order.
         for (const network of site.networks) {
@@ -124,14 +122,16 @@ export class KvmSite extends pulumi.ComponentResource {
     }
 
     /** The tunnels to the further gateways and the health check that moves guest traffic between all of them. */
-    private failover(name: string, tunnel: NonNullable<KvmSiteArgs["tunnel"]>, f: NonNullable<NonNullable<KvmSiteArgs["tunnel"]>["failover"]>, install: pulumi.Resource): void {
+    private failover(name: string, site: SiteSettings, f: NonNullable<NonNullable<KvmSiteArgs["tunnel"]>["failover"]>, install: pulumi.Resource): void {
         const tunnels: SiteTunnel[] = [
-            { gateway: f.first.gateway, wgInterface: this.firstInterface, addressV4: tunnel.addressV4, addressV6: tunnel.addressV6, mtu: tunnel.mtu, probe: f.first.probe },
+            { gateway: f.first.gateway, wgInterface: site.wgInterface, addressV4: site.addressV4, addressV6: site.addressV6, mtu: site.tunnelMtu, probe: f.first.probe },
             ...f.further.map((g) => ({ gateway: g.gateway, wgInterface: g.wgInterface, addressV4: g.addressV4, addressV6: g.addressV6, mtu: g.mtu, probe: g.probe })),
         ];
         const command = pulumi
             .all(f.further.map((g) => pulumi.all([g.publicKey, g.endpoint])))
-            .apply((peers) => renderFailoverInstallCommand({ tunnels, failover: f.settings }, peers.map(([publicKey, endpoint]) => ({ publicKey, endpoint }))));
+            .apply((peers) =>
+                renderFailoverInstallCommand({ tunnels, failover: f.settings, routeTable: site.routeTable, bridges: site.networks.map((n) => n.bridge) }, peers.map(([publicKey, endpoint]) => ({ publicKey, endpoint }))),
+            );
         hostStep(`${name}-failover`, { connection: this.connection, create: command, update: command, delete: renderFailoverRemoveCommand() }, { parent: this, dependsOn: [install] });
     }
 }

@@ -4,9 +4,12 @@
 import type { FailoverConfig } from "./config";
 import type { SiteGateway } from "./kvmSite.render";
 import { SITE_DIR } from "./kvmSite.render";
-import { deliverAndRun, type FileToWrite, preflight, runIfPresent, scriptFile, settingsFile, shq } from "./shell";
+import { deliverAndRun, type FileToWrite, preflight, runIfPresent, scriptFile, scriptWithSettings, settingsFile, shq } from "./shell";
 
 export const FAILOVER_SCRIPT = `${SITE_DIR}/failover.sh`;
+export const FAILOVER_TABLE = "wgexit_site_failover";
+/** Connection marks for "came in by tunnel n" (0x77e1, 0x77e2, …): far from the small marks other tools use. */
+const MARK_BASE = 0x77e0;
 
 export interface SiteTunnel {
     /** The gateway's name (status lines and the switch log). */
@@ -24,6 +27,36 @@ export interface SiteTunnel {
 export interface FailoverSettings {
     tunnels: SiteTunnel[];
     failover: FailoverConfig;
+    /** The site's routeTable: the reply tables are the numbers just below it. */
+    routeTable: number;
+    /** The site's guest bridges. */
+    bridges: string[];
+}
+
+/**
+ * Replies go back by the tunnel their connection came in on: one table per tunnel, numbered
+ * just below the site's routeTable (each number is also its rules' priority, so they are
+ * looked at first), selected by the connection's mark.
+ */
+export function replyTables(f: Pick<FailoverSettings, "tunnels" | "routeTable">): number[] {
+    return f.tunnels.map((_, i) => f.routeTable - f.tunnels.length + i);
+}
+
+const mark = (i: number) => `0x${(MARK_BASE + i + 1).toString(16)}`;
+
+/** The failover's own table: a connection that comes in by a tunnel is marked; the guest's replies carry its mark. */
+export function renderFailoverRuleset(f: FailoverSettings): string {
+    const bridges = `{ ${f.bridges.map((b) => JSON.stringify(b)).join(", ")} }`;
+    const marks = f.tunnels.map((_, i) => mark(i));
+    return `# wgexit site failover: replies leave by the tunnel their connection came in on. Replaced whole by ${FAILOVER_SCRIPT}.
+table inet ${FAILOVER_TABLE} {
+	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+${f.tunnels.map((t, i) => `		iifname ${JSON.stringify(t.wgInterface)} ct state new ct mark set ${marks[i]} comment "came in from gateway ${t.gateway}"`).join("\n")}
+		iifname ${bridges} ct mark { ${marks.join(", ")} } meta mark set ct mark comment "a guest's reply: back the same way"
+	}
+}
+`;
 }
 
 export function renderFailoverSettings(f: FailoverSettings): string {
@@ -35,6 +68,9 @@ export function renderFailoverSettings(f: FailoverSettings): string {
         FAIL_AFTER: f.failover.failAfter,
         FAILBACK_AFTER: f.failover.failbackAfterSeconds,
         FAILOVER_UNIT: "wgexit-site-failover.service",
+        REPLY_TABLES: replyTables(f).join(" "),
+        REPLY_MARKS: f.tunnels.map((_, i) => mark(i)).join(" "),
+        FAILOVER_TABLE,
     });
 }
 
@@ -53,6 +89,7 @@ export function failoverFiles(f: FailoverSettings, peers: SiteGateway[]): FileTo
     const further = f.tunnels.slice(1);
     return [
         { path: `${SITE_DIR}/failover.env`, content: renderFailoverSettings(f), mode: "0644" },
+        { path: `${SITE_DIR}/failover.nft`, content: renderFailoverRuleset(f), mode: "0644" },
         ...further.flatMap((t, i) => [
             { path: `${SITE_DIR}/tunnels/${t.wgInterface}/settings.env`, content: settingsFile({ ADDRESS_V4: `${t.addressV4}/32`, ADDRESS_V6: `${t.addressV6}/128`, MTU: t.mtu }), mode: "0644" },
             { path: `${SITE_DIR}/tunnels/${t.wgInterface}/peer.conf`, content: renderTunnelPeerConf(t, peers[i]), mode: "0644" },
@@ -63,8 +100,10 @@ export function failoverFiles(f: FailoverSettings, peers: SiteGateway[]): FileTo
 
 /** Brings up the tunnels to the further gateways and starts the health check; `peers` are those gateways, in order. */
 export function renderFailoverInstallCommand(f: FailoverSettings, peers: SiteGateway[]): string {
-    const checks = f.tunnels.slice(1).map((t) => preflight({ roleDir: `${SITE_DIR}/tunnels/${t.wgInterface}`, wgInterface: t.wgInterface }));
-    return deliverAndRun(failoverFiles(f, peers), `${shq(FAILOVER_SCRIPT)} install`, checks.join("\n"));
+    const links = f.tunnels.slice(1).map((t) => preflight({ roleDir: `${SITE_DIR}/tunnels/${t.wgInterface}`, wgInterface: t.wgInterface }));
+    const marker = "WGEXIT_FAILOVER_PREFLIGHT_EOF";
+    const tables = scriptWithSettings("failover-preflight.sh", { ROLE_DIR: SITE_DIR, REPLY_TABLES: replyTables(f).join(" ") });
+    return deliverAndRun(failoverFiles(f, peers), `${shq(FAILOVER_SCRIPT)} install`, [...links, `$S bash -s <<'${marker}'\n${tables.replace(/\n$/, "")}\n${marker}`].join("\n"));
 }
 
 export function renderFailoverRemoveCommand(): string {

@@ -20,7 +20,7 @@ const HTTP = (host: string) => `http://${host.includes(":") ? `[${host}]` : host
  * pings to its own addresses. Late replies of earlier flows (SYN-ACK retries, their ICMP
  * errors) are not the guest's packets and are not counted.
  */
-async function watchArrivals(lab: Lab, role: Role): Promise<() => Promise<number>> {
+export async function watchArrivals(lab: Lab, role: Role): Promise<() => Promise<number>> {
     const ns = lab.world.ns(role);
     await inNs(
         ns,
@@ -407,7 +407,7 @@ function siteWith(lab: Lab, change: Record<string, unknown>): unknown[] {
 }
 
 /** An HTTP listener on the namespace guest that logs client addresses. */
-async function startGuestListener(lab: Lab): Promise<() => void> {
+export async function startGuestListener(lab: Lab): Promise<() => void> {
     const w = lab.world;
     w.clearLog("guest-clients");
     const v4 = (await inNs(w.ns("guest"), "ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1")).stdout.trim();

@@ -7,6 +7,7 @@ import * as path from "node:path";
 import { inNs, waitFor } from "./exec";
 import { startNamespaceGuest, stopNamespaceGuest } from "./guests";
 import { diffLines, type Lab, type StackOutputs } from "./lab";
+import { startGuestListener, watchArrivals } from "./siteScenario";
 import { LAB } from "./world";
 
 export const FAILOVER = { probeIntervalSeconds: 1, failAfter: 3, failbackAfterSeconds: 10 };
@@ -33,6 +34,8 @@ function egressLog(file: string): { t: number; seen: string }[] {
 export interface TwoClouds {
     config: Record<string, unknown>;
     applied: Awaited<ReturnType<Lab["apply"]>>;
+    /** The namespace guest's IPv4 address. */
+    guest: string;
     /** Cuts a cloud off the internet (its uplink on the lab internet's bridge), or brings it back. */
     cut(cloud: "vcn" | "cloud2", down: boolean): Promise<void>;
     answers(): { t: number; seen: string }[];
@@ -51,7 +54,7 @@ export async function startTwoClouds(lab: Lab): Promise<TwoClouds> {
     const applied = await lab.apply(config);
     // As the site's systemd unit runs it (lab hosts have no systemd).
     const watch = w.startHostDaemon("failover-watch", "kvm", ["/etc/wgexit/site/failover.sh", "watch"]);
-    await startNamespaceGuest(w, "virbr-wg");
+    const lease = await startNamespaceGuest(w, "virbr-wg");
     const log = path.join(w.root, "guest-egress.log");
     fs.rmSync(log, { force: true });
     const loop = w.startLabDaemon("guest-egress", "guest", ["sh", "-c", `while :; do printf '%s %s\\n' "$(date +%s.%N)" "$(curl -s -m 1 ${SERVER} || echo -)" >>${log}; sleep 0.2; done`]);
@@ -60,6 +63,7 @@ export async function startTwoClouds(lab: Lab): Promise<TwoClouds> {
     return {
         config,
         applied,
+        guest: lease.ip,
         cut: async (cloud, down) => {
             await inNs(w.ns("inet"), `ip link set i-${cloud} ${down ? "down" : "up"}`);
         },
@@ -110,6 +114,42 @@ export async function twoCloudsScenario(lab: Lab): Promise<void> {
         const first = tc.answers().at(-1)?.seen;
         lab.record(group, "guests leave by the first gateway, as its public address", first === LAB.cloudPublic.v4, `server saw ${first ?? "nothing"}`);
 
+        // Inbound by the gateway that does not carry guest traffic (allowInboundFrom): the test
+        // peer joins the second gateway; the guest's reply must go back by the tunnel it came in on.
+        const outputs = tc.applied.outputs as unknown as StackOutputs & { furtherGateways: Record<string, { publicKey: string; endpoint: string }> };
+        const second = outputs.furtherGateways.ovh;
+        const listener = await startGuestListener(lab);
+        const viaSecond = await lab.peerUp({ ...outputs, gatewayPublicKey: second.publicKey, gatewayEndpoint: second.endpoint, peerAddresses: { ...outputs.peerAddresses, labpeer: { addressV4: "10.67.0.3", addressV6: "fd66:67:67::3" } } });
+        try {
+            w.clearLog("guest-clients");
+            const body = await lab.httpFrom("peer", LAB.testPeer.subnetHost, `http://${tc.guest}/`, 5);
+            lab.record(group, "a peer behind the second gateway reaches a guest while guests leave by the first (the reply goes back the way it came)", body === LAB.testPeer.subnetHost, `answer ${body ?? "none"}; guest saw ${w.readLog("guest-clients").join(", ") || "nothing"}`);
+        } finally {
+            await lab.peerDown(viaSecond);
+            listener();
+        }
+
+        // The second gateway turned hostile: it routes the home LAN into its tunnel, sends with
+        // several sources, and tries the site host's SSH; the site's table holds for every tunnel.
+        const lanWatch = await watchArrivals(lab, "lan");
+        w.clearLog("lan-clients");
+        await w.hostExec(
+            "cloud2",
+            `wg set wg0 peer ${outputs.sitePublicKeys.home} allowed-ips 10.67.0.2/32,192.168.100.0/24,fd66:100::/64,${LAB.home.lanNet},${LAB.home.lanNetV6}
+            ip route add ${LAB.home.lanNet} dev wg0; ip -6 route add ${LAB.home.lanNetV6} dev wg0
+            ip addr add 192.168.1.77/32 dev wg0; ip addr add 192.168.100.77/32 dev wg0`,
+        );
+        try {
+            for (const source of ["10.67.0.1", "192.168.1.77", "192.168.100.77"]) {
+                await inNs(w.ns("cloud2"), `curl -s -m 2 --interface ${source} http://${LAB.lanDevice.v4}/; ping -c 2 -W 1 -I ${source} ${LAB.lanDevice.v4}; true`, { allowFail: true });
+            }
+            const hostSsh = await inNs(w.ns("cloud2"), "timeout 3 bash -c '</dev/tcp/10.67.0.2/22'", { allowFail: true });
+            const arrived = await lanWatch();
+            lab.record(group, "the second gateway, hostile (LAN routes and allowed-ips): 0 packets reach the LAN device, the site host's SSH stays closed", arrived === 0 && w.readLog("lan-clients").length === 0 && hostSsh.code !== 0, `LAN device saw ${arrived} packets; site SSH ${hostSsh.code === 0 ? "open" : "closed"}`);
+        } finally {
+            await w.hostExec("cloud2", `ip route del ${LAB.home.lanNet} dev wg0; ip -6 route del ${LAB.home.lanNetV6} dev wg0; ip addr del 192.168.1.77/32 dev wg0; ip addr del 192.168.100.77/32 dev wg0; /etc/wgexit/gateway/gateway.sh up`, true);
+        }
+
         // 1. The first cloud goes dark.
         const t1 = Date.now() / 1000;
         await tc.cut("vcn", true);
@@ -152,6 +192,14 @@ export async function twoCloudsScenario(lab: Lab): Promise<void> {
     const other = frames.filter((f) => !wireguard.includes(f) && !ssh.includes(f) && !/ethertype ARP|ICMP6, (router|neighbor) (solicitation|advertisement)|ICMP6, multicast listener/.test(f));
     lab.record(group, "through all of it: 0 guest packets leave by the home LAN link; only WireGuard to the two endpoints (and the operator's SSH)", wireguard.length > 0 && guestPackets.length === 0 && other.length === 0, guestPackets[0] ?? other[0] ?? `${wireguard.length} WireGuard frames, ${ssh.length} SSH, ${frames.length - wireguard.length - ssh.length} ARP/ND, nothing else`);
 
+    // `npm run status` from the operator's machine: both gateways, and the site through its failover script.
+    const ops = await lab.status(lab.writeStackFile(tc.config, "Pulumi.lab-twoclouds.yaml"));
+    lab.record(
+        group,
+        "npm run status: both gateways healthy, the site says which gateway carries guest traffic",
+        ops.code === 0 && /^gateway ovh\s+peer home\s+ok/m.test(ops.stdout) && /^site home\s+guest traffic\s+ok\s+by gateway gateway \(wgexit0\)/m.test(ops.stdout),
+        ops.stdout.split("\n").filter((l) => /guest traffic|^gateway ovh|healthy|problem/.test(l)).join(" | ") || ops.stderr.slice(0, 200),
+    );
     const status = await w.hostExec("kvm", "/etc/wgexit/site/failover.sh status", true);
     const switches = (await w.hostExec("kvm", "cat /etc/wgexit/site/failover/switches.log", true)).stdout.trim().split("\n");
     lab.record(

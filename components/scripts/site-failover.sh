@@ -30,10 +30,14 @@ ROLE=wgexit-site-failover
 read -r -a tunnels <<<"$TUNNELS"
 read -r -a gateways <<<"$GATEWAYS"
 read -r -a probes <<<"$PROBES"
+read -r -a reply_tables <<<"$REPLY_TABLES"
+read -r -a reply_marks <<<"$REPLY_MARKS"
 STATE_DIR=$ROLE_DIR/failover
 ACTIVE_FILE=$STATE_DIR/active
 SWITCH_LOG=$STATE_DIR/switches.log
-PID_FILE=$STATE_DIR/watch.pid
+# What changes every round lives in /run (tmpfs), not on the host's disk.
+RUN_DIR=/run/wgexit-site-failover
+PID_FILE=$RUN_DIR/watch.pid
 
 # The other gateways' links, made as role.sh makes the first (role.sh is not changed for this:
 # it is delivered to every site, and a changed file would update every existing stack).
@@ -79,11 +83,63 @@ prune_tunnels() {
 	done
 }
 
+# Replies leave by the tunnel their connection came in on (a peer behind the second gateway
+# reaching a guest while guest traffic uses the first): the failover's nftables table marks each
+# connection by the tunnel it came in from, and per tunnel a rule sends the guests' marked
+# replies to a table of its own, whose unreachable default keeps them off the uplink.
+sync_reply_routing() {
+	local i f table bridge have
+	mkdir -p "$STATE_DIR"
+	for i in "${!tunnels[@]}"; do
+		table=${reply_tables[$i]}
+		for f in 4 6; do
+			[ "$f" = 6 ] && [ ! -e /proc/sys/net/ipv6 ] && continue
+			ip "-$f" route replace unreachable default metric 4294967295 table "$table"
+			if ip link show dev "${tunnels[$i]}" >/dev/null 2>&1; then ip "-$f" route replace default dev "${tunnels[$i]}" table "$table"; fi
+			for bridge in $BRIDGES; do
+				ip "-$f" rule show pref "$table" iif "$bridge" | grep -q . ||
+					ip "-$f" rule add pref "$table" iif "$bridge" fwmark "${reply_marks[$i]}" lookup "$table"
+			done
+			for have in $(ip "-$f" rule show pref "$table" | sed -n 's/.* iif \([^ ]*\) .*/\1/p'); do
+				case " $BRIDGES " in *" $have "*) ;; *) ip "-$f" rule del pref "$table" iif "$have" ;; esac
+			done
+		done
+	done
+	{
+		echo "table inet $FAILOVER_TABLE {}"
+		echo "delete table inet $FAILOVER_TABLE"
+		cat "$HERE/failover.nft"
+	} | nft -f -
+	# Tables of a gateway no longer in the settings (their number moved) go.
+	for table in $(cat "$STATE_DIR/reply.tables" 2>/dev/null || true); do
+		case " $REPLY_TABLES " in *" $table "*) ;; *) drop_reply_table "$table" ;; esac
+	done
+	echo "$REPLY_TABLES" >"$STATE_DIR/reply.tables"
+}
+
+drop_reply_table() {
+	local f
+	for f in 4 6; do
+		[ "$f" = 6 ] && [ ! -e /proc/sys/net/ipv6 ] && continue
+		while ip "-$f" rule del pref "$1" 2>/dev/null; do :; done
+		# flush leaves unreachable routes behind (IPv6), as policy-routing.sh knows.
+		while ip "-$f" route del unreachable default table "$1" 2>/dev/null; do :; done
+		ip "-$f" route flush table "$1" 2>/dev/null || true
+	done
+}
+
+drop_reply_routing() {
+	local table
+	if nft list table inet "$FAILOVER_TABLE" >/dev/null 2>&1; then nft delete table inet "$FAILOVER_TABLE"; fi
+	for table in "${reply_tables[@]}" $(cat "$STATE_DIR/reply.tables" 2>/dev/null || true); do drop_reply_table "$table"; done
+}
+
 up() {
 	local name
 	mkdir -p "$STATE_DIR"
 	prune_tunnels
 	for name in "${tunnels[@]:1}"; do tunnel_up "$name"; done
+	sync_reply_routing
 }
 
 # The tunnel guest traffic leaves by now ("" when the kill switch holds it).
@@ -120,12 +176,12 @@ note_switch() {
 
 probe() { ping -n -q -c 1 -W 1 -I "$1" "$2" >/dev/null 2>&1; }
 
-# Per tunnel, STATE_DIR/IF.health holds "misses answered-since" (answered-since 0: missed last).
+# Per tunnel, RUN_DIR/IF.health holds "misses answered-since" (answered-since 0: missed last).
 probe_round() {
 	local now i name active best="" why="" active_ok=0
 	local -a answered pids misses since
 	now=$(date +%s)
-	mkdir -p "$STATE_DIR"
+	mkdir -p "$STATE_DIR" "$RUN_DIR"
 	# All probes at once, so a round takes at most one second whatever the number of gateways.
 	for i in "${!tunnels[@]}"; do
 		probe "${tunnels[$i]}" "${probes[$i]}" &
@@ -133,7 +189,7 @@ probe_round() {
 	done
 	for i in "${!tunnels[@]}"; do
 		if wait "${pids[$i]}"; then answered[i]=1; else answered[i]=0; fi
-		read -r "misses[i]" "since[i]" 2>/dev/null <"$STATE_DIR/${tunnels[$i]}.health" || { misses[i]=$FAIL_AFTER since[i]=0; }
+		read -r "misses[i]" "since[i]" 2>/dev/null <"$RUN_DIR/${tunnels[$i]}.health" || { misses[i]=$FAIL_AFTER since[i]=0; }
 		if [ "${answered[$i]}" = 1 ]; then
 			misses[i]=0
 			[ "${since[$i]}" != 0 ] || since[i]=$now
@@ -141,7 +197,9 @@ probe_round() {
 			misses[i]=$((misses[i] + 1))
 			since[i]=0
 		fi
-		echo "${misses[$i]} ${since[$i]}" >"$STATE_DIR/${tunnels[$i]}.health"
+		echo "${misses[$i]} ${since[$i]}" >"$RUN_DIR/${tunnels[$i]}.health"
+		# A link made again (site.sh up re-creates the first) lost its reply route with it.
+		if [ "${answered[$i]}" = 1 ] && ! ip -4 route show table "${reply_tables[$i]}" | grep -q '^default dev'; then sync_reply_routing; fi
 	done
 	active=$(route_dev)
 	for i in "${!tunnels[@]}"; do
@@ -171,7 +229,7 @@ probe_round() {
 # it), so a gateway that stops answering is left after about FAIL_AFTER intervals.
 watch() {
 	local started elapsed
-	mkdir -p "$STATE_DIR"
+	mkdir -p "$STATE_DIR" "$RUN_DIR"
 	echo $$ >"$PID_FILE"
 	while :; do
 		started=$(date +%s%N)
@@ -181,7 +239,7 @@ watch() {
 	done
 }
 
-watch_running() { [ -s "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")"; }
+watch_running() { [ -s "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
 
 install_watch() {
 	if has_systemd; then
@@ -192,6 +250,7 @@ After=wgexit-site.service
 Requires=wgexit-site.service
 
 [Service]
+ExecStartPre=$HERE/failover.sh up
 ExecStart=$HERE/failover.sh watch
 Restart=always
 RestartSec=2
@@ -214,15 +273,20 @@ remove() {
 		rm -f "/etc/systemd/system/$FAILOVER_UNIT"
 		systemctl daemon-reload
 	fi
-	if watch_running; then kill "$(cat "$PID_FILE")" || true; fi
+	if watch_running; then
+		kill "$(cat "$PID_FILE")" || true
+		# Gone before its files are: a round in flight would write them again.
+		for _ in $(seq 1 20); do watch_running || break; sleep 0.1; done
+	fi
 	# Guest traffic back on the first gateway's tunnel, as site.sh alone would have it.
 	if ip link show dev "$WG_IF" >/dev/null 2>&1; then route_via "$WG_IF"; else route_via ""; fi
+	drop_reply_routing
 	for dir in "$HERE"/tunnels/*/; do
 		[ -d "$dir" ] || continue
 		name=$(basename "$dir")
 		if [ "$(cat "$dir/interface" 2>/dev/null || true)" = "$name" ]; then delete_link "$name"; fi
 	done
-	rm -rf "$HERE/tunnels" "$STATE_DIR" "$HERE/failover.env" "$HERE/failover.sh"
+	rm -rf "$HERE/tunnels" "$STATE_DIR" "$RUN_DIR" "$HERE/failover.env" "$HERE/failover.nft" "$HERE/failover.sh"
 }
 
 # site.sh's status, with "routed into the tunnel" meaning any of the tunnels here, then:

@@ -27,6 +27,30 @@ describe("status", () => {
         );
     });
 
+    it("with two gateways: asks the second too, and the site's failover script, which names the gateway carrying guest traffic", () => {
+        const two = parseStackConfig(
+            encodeConfig({ ...baseConfig("existing"), sites: [SITE], gateways: [{ name: "ovh", placement: "existing", existing: { host: "198.51.100.40" }, tunnelCidr: "10.67.0.0/24", tunnelCidrV6: "fd66:67:67::/64" }] }, "wgexit:"),
+        );
+        const targets = statusTargets(two, "198.51.100.10");
+        assert.deepEqual(
+            targets.map((t) => [t.label, t.host, t.script, t.keepalivePeers.join(",")]),
+            [
+                ["gateway", "198.51.100.10", "/etc/wgexit/gateway/gateway.sh", "home"],
+                ["gateway ovh", "198.51.100.40", "/etc/wgexit/gateway/gateway.sh", "home"],
+                ["site home", "192.168.1.10", "/etc/wgexit/site/failover.sh", "gateway,ovh"],
+            ],
+        );
+        const site = targets[2];
+        const on = parseStatus(site, "check failover watch running ok\ncarrier ovh via wgexit0-2 since 42\npeer ovh handshake=5 rx=100 tx=200\n");
+        assert.deepEqual(on.map((l) => [l.item, l.ok, l.detail]), [
+            ["failover watch running", true, "in place"],
+            ["guest traffic", true, "by gateway ovh (wgexit0-2), for 42 s"],
+            ["peer ovh", true, "handshake 5 s ago, rx 0.0 MiB, tx 0.0 MiB"],
+        ]);
+        const none = parseStatus(site, "carrier none\n");
+        assert.deepEqual(none.map((l) => [l.item, l.ok, l.detail]), [["guest traffic", false, "no gateway answers: the kill switch holds it"]]);
+    });
+
     it("judges tunnels that keep alive, reports roaming clients without judging them", () => {
         const [gateway] = statusTargets(config, "198.51.100.10");
         const lines = parseStatus(

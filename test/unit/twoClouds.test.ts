@@ -8,8 +8,8 @@ import { describe, it } from "node:test";
 import { renderGatewayPeersConf, renderGatewayPeersNft, renderGatewayRuleset } from "../../components/cloudGateway.render";
 import { parseStackConfig } from "../../components/config";
 import { renderNetworkXml, renderSiteRuleset } from "../../components/kvmSite.render";
-import { renderFailoverInstallCommand, renderFailoverSettings } from "../../components/siteFailover.render";
-import { baseConfig, configProblems, configValues, FAKE_GATEWAY_KEY, runProgram, SITE } from "../helpers/program";
+import { renderFailoverInstallCommand, renderFailoverRuleset, renderFailoverSettings, replyTables } from "../../components/siteFailover.render";
+import { baseConfig, configProblems, configValues, FAKE_GATEWAY_KEY, LAPTOP, runProgram, SITE } from "../helpers/program";
 import { canRunNft, have, nftCheck, virtXmlValidate } from "../helpers/tools";
 
 const OVH = { name: "ovh", placement: "existing", existing: { host: "198.51.100.40", user: "root" }, tunnelCidr: "10.67.0.0/24", tunnelCidrV6: "fd66:67:67::/64" };
@@ -58,6 +58,7 @@ describe("two clouds", () => {
             ["a block too small for the peers", twoClouds({ sites: [{ ...SITE, hostIndex: 40 }], gateways: [{ ...OVH, tunnelCidr: "10.67.0.0/27" }] }), "wgexit:gateways[0].tunnelCidr", /peer has index 40/],
             ["a smaller MTU than guests use", twoClouds({ gateways: [{ ...OVH, tunnelMtu: 1380 }] }), "wgexit:gateways[0].tunnelMtu", /below tunnelMtu 1420/],
             ["a public tunnel block", twoClouds({ gateways: [{ ...OVH, tunnelCidr: "198.18.0.0/24".replace("198.18", "203.0") }] }), "wgexit:gateways[0].tunnelCidr", /public address space/],
+            ["reply tables on another route table", twoClouds({ laptops: [{ ...LAPTOP, routeTable: 7699 }] }), "wgexit:sites[0].routeTable", /laptops\[0\]\.routeTable is 7699/],
             ["in a site stack", { sshPrivateKey: baseConfig("existing").sshPrivateKey, gatewayStack: "acme/wgexit/gw", sites: [SITE], gateways: [OVH] }, "wgexit:gateways", /belongs in the gateway stack/],
         ];
         for (const [what, config, key, message] of cases) {
@@ -110,6 +111,24 @@ describe("two clouds", () => {
 
     describe("renderers", () => {
         const c = parseStackConfig(configValues(twoClouds()));
+        const failoverSettings = () => ({
+            tunnels: [
+                { gateway: "gateway", wgInterface: "wgexit0", addressV4: "10.66.0.2", addressV6: "fd66:66:66::2", mtu: 1420, probe: "10.66.0.1" },
+                { gateway: "ovh", wgInterface: "wgexit0-2", addressV4: "10.67.0.2", addressV6: "fd66:67:67::2", mtu: 1420, probe: "10.67.0.1" },
+            ],
+            failover: c.failover,
+            routeTable: 7700,
+            bridges: ["virbr-wg", "virbr-lab"],
+        });
+        it("replies are marked by the tunnel they came in on, and nft accepts the table", { skip: !canRunNft() && "SKIPPED LOUDLY: nft -c needs root and nftables" }, () => {
+            const f = failoverSettings();
+            assert.deepEqual(replyTables(f), [7698, 7699]);
+            const ruleset = renderFailoverRuleset(f);
+            assert.match(ruleset, /iifname "wgexit0-2" ct state new ct mark set 0x77e2/);
+            assert.match(ruleset, /iifname \{ "virbr-wg", "virbr-lab" \} ct mark \{ 0x77e1, 0x77e2 \} meta mark set ct mark/);
+            assert.equal(nftCheck(ruleset).status, 0);
+            assert.match(renderFailoverSettings(f), /REPLY_TABLES='7698 7699'\nREPLY_MARKS='0x77e1 0x77e2'/);
+        });
         const settings = { ...c.gateway, sshPort: 22, answerProbes: true };
         it("the gateway answers probes to its own tunnel address only, and nft accepts the table", { skip: !canRunNft() && "SKIPPED LOUDLY: nft -c needs root and nftables" }, () => {
             const ruleset = renderGatewayRuleset(settings);
@@ -135,9 +154,10 @@ describe("two clouds", () => {
             assert.equal(virtXmlValidate(xml, "network").status, 0);
         });
         it("the failover step checks each new link before it delivers anything", () => {
-            const f = { tunnels: [{ gateway: "gateway", wgInterface: "wgexit0", addressV4: "10.66.0.2", addressV6: "fd66:66:66::2", mtu: 1420, probe: "10.66.0.1" }, { gateway: "ovh", wgInterface: "wgexit0-2", addressV4: "10.67.0.2", addressV6: "fd66:67:67::2", mtu: 1420, probe: "10.67.0.1" }], failover: c.failover };
+            const f = failoverSettings();
             const cmd = renderFailoverInstallCommand(f, [{ publicKey: FAKE_GATEWAY_KEY, endpoint: "198.51.100.40:51820" }]);
             assert.ok(cmd.indexOf("WG_IF='wgexit0-2'") < cmd.indexOf("tee '/etc/wgexit/site/failover.env.new'"), "preflight first");
+            assert.ok(cmd.indexOf("REPLY_TABLES='7698 7699'") < cmd.indexOf("tee '/etc/wgexit/site/failover.env.new'"), "the reply tables are checked first too");
             assert.match(renderFailoverSettings(f), /PROBE_INTERVAL='2'\nFAIL_AFTER='3'\nFAILBACK_AFTER='60'/);
         });
     });
