@@ -7,6 +7,7 @@ import { type Check, formatMatrix, gatewayScenario, Lab } from "../../lab/lab";
 import { laptopScenario } from "../../lab/laptopScenario";
 import { siteScenario } from "../../lab/siteScenario";
 import { splitScenario } from "../../lab/splitScenario";
+import { twoCloudsScenario } from "../../lab/twoCloudsScenario";
 
 const reason = labUnsupportedReason();
 if (reason) {
@@ -52,6 +53,11 @@ describe("lab", { skip: reason ? `LAB SKIPPED: ${reason}` : false }, () => {
     it("split layout: a gateway stack and a site stack wired only by their outputs, first deploy in order, a missing stack refused", async () => {
         await splitScenario(lab);
         await assertGroup("stacks/split");
+    });
+
+    it("two clouds: gateways tied, guests fail over and back behind the kill switch, 0 packets leak, replies by the tunnel they came in on, clean destroy", async () => {
+        await twoCloudsScenario(lab);
+        await assertGroup("gateways/two-clouds");
     });
 
     it("laptop (Linux) through its local VM: only the WireGuard flow on the uplink, no leak with the tunnel down, a broken kill switch is caught, roaming, exact restore", async () => {
