@@ -11,7 +11,7 @@ import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { allocatePeers, type PortForward, type ResolvedSite, resolvePortForwards, resolveSites, type TunnelPeer } from "./config.allocate";
 import { checkHosts, checkNames, checkOverlaps, checkRoutedPrefixes } from "./config.checks";
-import { type ExtraGateway, resolveExtraGateways, tunnelInterfaceFor } from "./config.gateways";
+import { type ExtraGateway, type GatewaySettingsConfig, resolveExtraGateways, tunnelInterfaceFor } from "./config.gateways";
 import {
     CONFIG_KEYS,
     ConfigError,
@@ -30,7 +30,7 @@ import {
     privateKeyIsEncrypted,
     SECRET_KEYS,
 } from "./config.schema";
-import { type Cidr, hostAt, parseCidr } from "./net";
+import { hostAt, parseCidr } from "./net";
 
 export * from "./config.allocate";
 export * from "./config.gateways";
@@ -38,17 +38,7 @@ export * from "./config.schema";
 
 export interface StackConfig {
     placement: Placement;
-    gateway: {
-        wgInterface: string;
-        listenPort: number;
-        tunnelMtu: number;
-        tunnelCidr: string;
-        tunnelCidrV6: string;
-        addressV4: string;
-        addressV6: string;
-        adminCidrs: string[];
-        allowWorldSsh: boolean;
-    };
+    gateway: GatewaySettingsConfig;
     sshUser: string;
     sshPublicKey?: string;
     hasSshPrivateKey: boolean;
@@ -277,21 +267,10 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
 
     if (problems.length > 0) throw new ConfigError(problems);
 
-    const tunnelV4 = parseCidr(v.tunnelCidr as string) as Cidr;
-    const tunnelV6 = parseCidr(v.tunnelCidrV6 as string) as Cidr;
     return {
         placement: placement as Placement,
-        gateway: {
-            wgInterface: v.wgInterface as string,
-            listenPort: v.listenPort as number,
-            tunnelMtu: v.tunnelMtu as number,
-            tunnelCidr: tunnelV4.text,
-            tunnelCidrV6: tunnelV6.text,
-            addressV4: hostAt(tunnelV4, 1),
-            addressV6: hostAt(tunnelV6, 1),
-            adminCidrs: (v.adminCidrs ?? []).map((c) => (parseCidr(c) as Cidr).text),
-            allowWorldSsh: v.allowWorldSsh ?? false,
-        },
+        // Both tunnel blocks parsed (no problems were found), so the first gateway's settings exist.
+        gateway: firstSettings as GatewaySettingsConfig,
         sshUser: v.sshUser as string,
         sshPublicKey: v.sshPublicKey,
         hasSshPrivateKey: v.sshPrivateKey !== undefined,
