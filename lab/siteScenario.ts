@@ -44,6 +44,43 @@ EOF`,
     };
 }
 
+export interface HostileGatewayResult {
+    /** Packets that reached the LAN device, and connections its listener logged. */
+    arrived: number;
+    lanClients: number;
+    /** Whether the site host's SSH answered on its tunnel address. */
+    sshOpen: boolean;
+}
+
+/**
+ * A gateway turned hostile, as the site's firewall must survive it: it routes the home LAN
+ * into its tunnel (routes, and the site's allowed-ips widened to the LAN and the guests),
+ * sends to the LAN device from its tunnel address, a LAN address and a guest address over
+ * IPv4 and IPv6, and tries the site host's SSH through the tunnel. The gateway is put back
+ * (gateway.sh up) whatever happens. The two-cloud scenario turns its second gateway so.
+ */
+export async function hostileGateway(lab: Lab, role: "cloud" | "cloud2", p: { siteKey: string; siteTunnelV4: string; gatewayTunnelV4: string }): Promise<HostileGatewayResult> {
+    const w = lab.world;
+    const lanWatch = await watchArrivals(lab, "lan");
+    w.clearLog("lan-clients");
+    await w.hostExec(
+        role,
+        `wg set wg0 peer ${p.siteKey} allowed-ips ${p.siteTunnelV4}/32,192.168.100.0/24,fd66:100::/64,${LAB.home.lanNet},${LAB.home.lanNetV6}
+        ip route add ${LAB.home.lanNet} dev wg0; ip -6 route add ${LAB.home.lanNetV6} dev wg0
+        ip addr add 192.168.1.77/32 dev wg0; ip addr add 192.168.100.77/32 dev wg0`,
+    );
+    try {
+        for (const source of [p.gatewayTunnelV4, "192.168.1.77", "192.168.100.77"]) {
+            await inNs(w.ns(role), `curl -s -m 2 --interface ${source} http://${LAB.lanDevice.v4}/; ping -c 2 -W 1 -I ${source} ${LAB.lanDevice.v4}; true`, { allowFail: true });
+        }
+        await inNs(w.ns(role), `curl -s -g -m 2 http://[${LAB.lanDevice.v6}]/; ping -6 -c 2 -W 1 ${LAB.lanDevice.v6}; true`, { allowFail: true });
+        const ssh = await inNs(w.ns(role), `timeout 3 bash -c '</dev/tcp/${p.siteTunnelV4}/22'`, { allowFail: true });
+        return { arrived: await lanWatch(), lanClients: w.readLog("lan-clients").length, sshOpen: ssh.code === 0 };
+    } finally {
+        await w.hostExec(role, `ip route del ${LAB.home.lanNet} dev wg0; ip -6 route del ${LAB.home.lanNetV6} dev wg0; ip addr del 192.168.1.77/32 dev wg0; ip addr del 192.168.100.77/32 dev wg0; /etc/wgexit/gateway/gateway.sh up`, true);
+    }
+}
+
 /** What a guest's traffic achieves: HTTP over IPv4 and IPv6, DNS, and the LAN device. */
 async function guestProbes(lab: Lab, resolver: string) {
     const g = lab.world.ns("guest");
@@ -185,21 +222,8 @@ export async function siteScenario(lab: Lab): Promise<void> {
         }
 
         // A hostile gateway routes the LAN into the tunnel and sends, with several sources.
-        const lanWatch = await watchArrivals(lab, "lan");
-        w.clearLog("lan-clients");
-        await w.hostExec(
-            "cloud",
-            `wg set wg0 peer ${siteKey} allowed-ips ${outputs.peerAddresses.home.addressV4}/32,192.168.100.0/24,fd66:100::/64,${LAB.home.lanNet},${LAB.home.lanNetV6}
-            ip route add ${LAB.home.lanNet} dev wg0; ip -6 route add ${LAB.home.lanNetV6} dev wg0
-            ip addr add 192.168.1.77/32 dev wg0; ip addr add 192.168.100.77/32 dev wg0`,
-        );
-        for (const source of ["10.66.0.1", "192.168.1.77", "192.168.100.77"]) {
-            await inNs(w.ns("cloud"), `curl -s -m 2 --interface ${source} http://${LAB.lanDevice.v4}/; ping -c 2 -W 1 -I ${source} ${LAB.lanDevice.v4}; true`, { allowFail: true });
-        }
-        await inNs(w.ns("cloud"), `curl -s -g -m 2 http://[${LAB.lanDevice.v6}]/; ping -6 -c 2 -W 1 ${LAB.lanDevice.v6}; true`, { allowFail: true });
-        const hostileArrived = await lanWatch();
-        lab.record(group, "hostile gateway with LAN routes and allowed-ips → LAN device: 0 packets arrive", hostileArrived === 0 && w.readLog("lan-clients").length === 0, `LAN device saw ${hostileArrived} packets`);
-        await w.hostExec("cloud", `ip route del ${LAB.home.lanNet} dev wg0; ip -6 route del ${LAB.home.lanNetV6} dev wg0; ip addr del 192.168.1.77/32 dev wg0; ip addr del 192.168.100.77/32 dev wg0; /etc/wgexit/gateway/gateway.sh up`);
+        const hostile = await hostileGateway(lab, "cloud", { siteKey, siteTunnelV4: outputs.peerAddresses.home.addressV4, gatewayTunnelV4: "10.66.0.1" });
+        lab.record(group, "hostile gateway with LAN routes and allowed-ips → LAN device: 0 packets arrive, the site host's SSH stays closed", hostile.arrived === 0 && hostile.lanClients === 0 && !hostile.sshOpen, `LAN device saw ${hostile.arrived} packets; site SSH ${hostile.sshOpen ? "open" : "closed"}`);
 
         // A 4 MB download while the server drops "fragmentation needed".
         await inNs(w.ns("srv"), `nft -f - <<'EOF'

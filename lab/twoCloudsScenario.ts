@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { inNs, waitFor } from "./exec";
 import { startNamespaceGuest, stopNamespaceGuest } from "./guests";
 import { diffLines, type Lab, type StackOutputs } from "./lab";
-import { startGuestListener, watchArrivals } from "./siteScenario";
+import { hostileGateway, startGuestListener } from "./siteScenario";
 import { LAB } from "./world";
 
 export const FAILOVER = { probeIntervalSeconds: 1, failAfter: 3, failbackAfterSeconds: 10 };
@@ -43,8 +43,13 @@ export interface TwoClouds {
     firstAnswer(since: number, address: string, timeoutMs: number): Promise<number>;
     /** Stops the guest and its requests, leaves the health check running. */
     stopGuest(): Promise<void>;
+    /** Starts the health check again with no record of earlier rounds, as after a boot (/run is tmpfs); returns when it started (epoch s). */
+    restartWatch(): Promise<number>;
     stopWatch(): Promise<void>;
 }
+
+/** The health check's record of every tunnel (site-failover.sh keeps "misses answered-since" per tunnel in /run). */
+const HEALTH_RECORDS = "/run/wgexit-site-failover/*.health";
 
 export async function startTwoClouds(lab: Lab): Promise<TwoClouds> {
     const w = lab.world;
@@ -53,7 +58,14 @@ export async function startTwoClouds(lab: Lab): Promise<TwoClouds> {
     const config = { sites, gateways: [SECOND_GATEWAY], failover: FAILOVER };
     const applied = await lab.apply(config);
     // As the site's systemd unit runs it (lab hosts have no systemd).
-    const watch = w.startHostDaemon("failover-watch", "kvm", ["/etc/wgexit/site/failover.sh", "watch"]);
+    const startWatch = () => w.startHostDaemon("failover-watch", "kvm", ["/etc/wgexit/site/failover.sh", "watch"]);
+    let watch = startWatch();
+    // Measured from a steady state: every gateway has answered the health check once.
+    const settled = async () => {
+        const records = (await w.hostExec("kvm", `cat ${HEALTH_RECORDS}`, true)).stdout.trim().split("\n");
+        return records.length === 2 && records.every((r) => /^0 [1-9]/.test(r));
+    };
+    await waitFor("the health check's first answer from both gateways", settled, 30_000, 250);
     const lease = await startNamespaceGuest(w, "virbr-wg");
     const log = path.join(w.root, "guest-egress.log");
     fs.rmSync(log, { force: true });
@@ -79,6 +91,13 @@ export async function startTwoClouds(lab: Lab): Promise<TwoClouds> {
             guestUp = false;
             await w.stopLabDaemon(loop);
             await stopNamespaceGuest(w);
+        },
+        restartWatch: async () => {
+            await w.stopLabDaemon(watch);
+            await w.hostExec("kvm", `rm -f ${HEALTH_RECORDS}`);
+            const started = Date.now() / 1000;
+            watch = startWatch();
+            return started;
         },
         stopWatch: () => w.stopLabDaemon(watch),
     };
@@ -129,26 +148,9 @@ export async function twoCloudsScenario(lab: Lab): Promise<void> {
             listener();
         }
 
-        // The second gateway turned hostile: it routes the home LAN into its tunnel, sends with
-        // several sources, and tries the site host's SSH; the site's table holds for every tunnel.
-        const lanWatch = await watchArrivals(lab, "lan");
-        w.clearLog("lan-clients");
-        await w.hostExec(
-            "cloud2",
-            `wg set wg0 peer ${outputs.sitePublicKeys.home} allowed-ips 10.67.0.2/32,192.168.100.0/24,fd66:100::/64,${LAB.home.lanNet},${LAB.home.lanNetV6}
-            ip route add ${LAB.home.lanNet} dev wg0; ip -6 route add ${LAB.home.lanNetV6} dev wg0
-            ip addr add 192.168.1.77/32 dev wg0; ip addr add 192.168.100.77/32 dev wg0`,
-        );
-        try {
-            for (const source of ["10.67.0.1", "192.168.1.77", "192.168.100.77"]) {
-                await inNs(w.ns("cloud2"), `curl -s -m 2 --interface ${source} http://${LAB.lanDevice.v4}/; ping -c 2 -W 1 -I ${source} ${LAB.lanDevice.v4}; true`, { allowFail: true });
-            }
-            const hostSsh = await inNs(w.ns("cloud2"), "timeout 3 bash -c '</dev/tcp/10.67.0.2/22'", { allowFail: true });
-            const arrived = await lanWatch();
-            lab.record(group, "the second gateway, hostile (LAN routes and allowed-ips): 0 packets reach the LAN device, the site host's SSH stays closed", arrived === 0 && w.readLog("lan-clients").length === 0 && hostSsh.code !== 0, `LAN device saw ${arrived} packets; site SSH ${hostSsh.code === 0 ? "open" : "closed"}`);
-        } finally {
-            await w.hostExec("cloud2", `ip route del ${LAB.home.lanNet} dev wg0; ip -6 route del ${LAB.home.lanNetV6} dev wg0; ip addr del 192.168.1.77/32 dev wg0; ip addr del 192.168.100.77/32 dev wg0; /etc/wgexit/gateway/gateway.sh up`, true);
-        }
+        // The second gateway turned hostile: the site's table holds for every tunnel.
+        const hostile = await hostileGateway(lab, "cloud2", { siteKey: outputs.sitePublicKeys.home, siteTunnelV4: "10.67.0.2", gatewayTunnelV4: "10.67.0.1" });
+        lab.record(group, "the second gateway, hostile (LAN routes and allowed-ips): 0 packets reach the LAN device, the site host's SSH stays closed", hostile.arrived === 0 && hostile.lanClients === 0 && !hostile.sshOpen, `LAN device saw ${hostile.arrived} packets; site SSH ${hostile.sshOpen ? "open" : "closed"}`);
 
         // 1. The first cloud goes dark.
         const t1 = Date.now() / 1000;
@@ -175,6 +177,19 @@ export async function twoCloudsScenario(lab: Lab): Promise<void> {
         const t4 = Date.now() / 1000;
         const resumed = await tc.firstAnswer(t4, LAB.cloudPublic.v4, 40_000);
         lab.record(group, "both back: guests leave by the first gateway again", !Number.isNaN(resumed), Number.isNaN(resumed) ? "no answer in 40 s" : `after ${resumed.toFixed(1)} s`);
+
+        // 4. The health check starts (a boot, a restart) while the first cloud is dark: it leaves
+        // the first gateway after failAfter misses of its own, as at any time, not at the first.
+        await tc.cut("vcn", true);
+        const t5 = await tc.restartWatch();
+        const atStart = await tc.firstAnswer(t5, LAB.cloud2.v4, 40_000);
+        // Its warm-up (WARM_UP in site-failover.sh: a first handshake may take 5 s) comes first.
+        const warmUp = 6;
+        const [earliest, latest] = [warmUp + (FAILOVER.failAfter - 1) * FAILOVER.probeIntervalSeconds, warmUp + DETECTION_BOUND_S];
+        lab.record(group, `the health check started with the first cloud dark: guests move after its ${warmUp} s warm-up and ${FAILOVER.failAfter} missed probes (not before ${earliest} s), within ${latest} s`, atStart >= earliest && atStart <= latest, `moved ${atStart.toFixed(1)} s after the start`);
+        await tc.cut("vcn", false);
+        const t6 = Date.now() / 1000;
+        await tc.firstAnswer(t6, LAB.cloudPublic.v4, 40_000 + FAILOVER.failbackAfterSeconds * 1000);
     } finally {
         await tc.stopGuest();
         await w.stopLabDaemon(tcpdump);

@@ -176,11 +176,13 @@ note_switch() {
 
 probe() { ping -n -q -c 1 -W 1 -I "$1" "$2" >/dev/null 2>&1; }
 
-# Per tunnel, RUN_DIR/IF.health holds "misses answered-since" (answered-since 0: missed last).
+# Per tunnel, RUN_DIR/IF.health holds "misses answered-since" (answered-since: the start, in ms,
+# of the first round of the current run of answers; 0: missed last). Milliseconds, not seconds:
+# whole seconds let the hold end up to a second early.
 probe_round() {
 	local now i name active best="" why="" active_ok=0
 	local -a answered pids misses since
-	now=$(date +%s)
+	now=$(date +%s%3N)
 	mkdir -p "$STATE_DIR" "$RUN_DIR"
 	# All probes at once, so a round takes at most one second whatever the number of gateways.
 	for i in "${!tunnels[@]}"; do
@@ -189,7 +191,10 @@ probe_round() {
 	done
 	for i in "${!tunnels[@]}"; do
 		if wait "${pids[$i]}"; then answered[i]=1; else answered[i]=0; fi
-		read -r "misses[i]" "since[i]" 2>/dev/null <"$RUN_DIR/${tunnels[$i]}.health" || { misses[i]=$FAIL_AFTER since[i]=0; }
+		# No record yet (the watch has just started: a boot, a restart, a new gateway): no misses.
+		# A gateway is left only after FAIL_AFTER misses of its own, at the start as at any other
+		# time; one first probe lost while the first handshake is made moves no traffic.
+		read -r "misses[i]" "since[i]" 2>/dev/null <"$RUN_DIR/${tunnels[$i]}.health" || { misses[i]=0 since[i]=0; }
 		if [ "${answered[$i]}" = 1 ]; then
 			misses[i]=0
 			[ "${since[$i]}" != 0 ] || since[i]=$now
@@ -210,8 +215,8 @@ probe_round() {
 		if [ "$active_ok" = 1 ]; then
 			# Only a preferred gateway that has answered for FAILBACK_AFTER seconds takes over.
 			[ "$name" = "$active" ] && best=$name && break
-			if [ "${since[$i]}" != 0 ] && [ $((now - since[i])) -ge "$FAILBACK_AFTER" ]; then
-				best=$name why="gateway ${gateways[$i]} has answered for $((now - since[i])) s"
+			if [ "${since[$i]}" != 0 ] && [ $((now - since[i])) -ge $((FAILBACK_AFTER * 1000)) ]; then
+				best=$name why="gateway ${gateways[$i]} has answered for $(((now - since[i]) / 1000)) s"
 				break
 			fi
 		elif [ "${answered[$i]}" = 1 ]; then
@@ -225,12 +230,33 @@ probe_round() {
 	note_switch "$best" "${why:-no gateway carried guest traffic}"
 }
 
+# WireGuard retries a lost handshake only after 5 s (REKEY_TIMEOUT), and a tunnel that came up
+# before its gateway knew the site (a first apply) loses its first. Before the first counted
+# round, probes that do not count, for at most WARM_UP seconds, until every gateway has answered
+# once: that wait must not move guest traffic (and back after the hold).
+WARM_UP=6
+warm_up() {
+	local deadline i pending
+	local -a pids
+	deadline=$(($(date +%s) + WARM_UP))
+	while [ "$(date +%s)" -lt "$deadline" ]; do
+		for i in "${!tunnels[@]}"; do
+			probe "${tunnels[$i]}" "${probes[$i]}" &
+			pids[i]=$!
+		done
+		pending=0
+		for i in "${!tunnels[@]}"; do wait "${pids[$i]}" || pending=1; done
+		[ "$pending" = 1 ] || return 0
+	done
+}
+
 # A round starts every PROBE_INTERVAL seconds (a round's own second of probing counts towards
 # it), so a gateway that stops answering is left after about FAIL_AFTER intervals.
 watch() {
 	local started elapsed
 	mkdir -p "$STATE_DIR" "$RUN_DIR"
 	echo $$ >"$PID_FILE"
+	warm_up
 	while :; do
 		started=$(date +%s%N)
 		probe_round || log "health check round failed; next round in $PROBE_INTERVAL s"
