@@ -26,7 +26,8 @@ export async function iperf(lab: Lab, client: Setup["client"], server: string, p
 }
 
 async function iperfOnce(lab: Lab, client: Setup["client"], server: string, port: number, seconds: number): Promise<number> {
-    const r = await inNs(lab.world.ns(client), `iperf3 -c ${server} -p ${port} -t ${seconds} -J`, { allowFail: true, timeoutMs: (seconds + 20) * 1000 });
+    // The first second (TCP's slow start, the tunnel's first handshake) is left out of the figure.
+    const r = await inNs(lab.world.ns(client), `iperf3 -c ${server} -p ${port} -O 1 -t ${seconds} -J`, { allowFail: true, timeoutMs: (seconds + 21) * 1000 });
     try {
         const report = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
         return Math.round(report.end.sum_received.bits_per_second / 1e5) / 10;
@@ -70,10 +71,20 @@ export interface Sample {
     pingTunnelMs: number[];
 }
 
-/** One measurement of a setup that is up: what a round records. */
-export async function sample(lab: Lab, setup: Setup, seconds: number, pingCount: number): Promise<Sample> {
-    const internet = setup.internet ? await iperf(lab, setup.client, LAB.server.v4, 5201, seconds) : undefined;
-    const tunnel = await iperf(lab, setup.client, setup.tunnel.address, setup.tunnel.port, seconds);
+/**
+ * One measurement of a setup that is up: what a round records. Throughput is the mean of
+ * `repeats` runs: a 4 s run of user-space WireGuard on 2 cores moves by ±10 % from one run to
+ * the next within one bring-up (2026-12-03, as much as between bring-ups), so one run a round
+ * left the headline moving by a tenth between full benchmark runs.
+ */
+export async function sample(lab: Lab, setup: Setup, seconds: number, pingCount: number, repeats: number): Promise<Sample> {
+    const mean = async (server: string, port: number) => {
+        let sum = 0;
+        for (let i = 0; i < repeats; i++) sum += await iperf(lab, setup.client, server, port, seconds);
+        return Math.round((sum / repeats) * 10) / 10;
+    };
+    const internet = setup.internet ? await mean(LAB.server.v4, 5201) : undefined;
+    const tunnel = await mean(setup.tunnel.address, setup.tunnel.port);
     return {
         internet,
         tunnel,
@@ -114,6 +125,7 @@ export function oursSetup(lab: Lab, walls: Partial<Walls> = {}): Setup {
             // The gateway admits nothing from the tunnel; open the bench's iperf3 port for this run only.
             await lab.world.hostExec("cloud", "nft insert rule inet wgexit_gateway input iifname wg0 tcp dport 5202 accept; nft insert rule inet wgexit_gateway input iifname wg0 icmp type echo-request accept");
             stop = await tunnelServer(lab, "10.66.0.1", 5202);
+            ensureOwnSessions("wgexit");
         },
         async down() {
             await stop?.();
@@ -124,7 +136,39 @@ export function oursSetup(lab: Lab, walls: Partial<Walls> = {}): Setup {
     };
 }
 
-const wgQuick = (conf: string, action: "up" | "down") => `WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wg-quick ${action} ${conf}`;
+// wg-quick in a session of its own (setsid), as our scripts' wireguard-go is in the SSH session
+// that started it. The kernel's scheduler autogroups (kernel.sched_autogroup_enabled, on by
+// default) share CPU between sessions, not processes: a wireguard-go left in the bench's own
+// session competes as a plain task, one in its own session as a group. That alone moved the
+// seed from 241-285 to 190-210 Mbit/s and ours from 177-214 to 257 when swapped (2026-12-02), so
+// every setup's wireguard-go gets a session of its own, and sharedSchedulingGroups() checks it.
+const wgQuick = (conf: string, action: "up" | "down") => `WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 setsid --wait wg-quick ${action} ${conf}`;
+
+/**
+ * The wireguard-go processes that share this process's scheduler autogroup (empty when
+ * autogroups are off): a setup whose tunnel processes do would be measured on other terms.
+ */
+export function sharedSchedulingGroups(): string[] {
+    const group = (pid: string) => fs.readFileSync(`/proc/${pid}/autogroup`, "utf8").split(" ")[0];
+    if (!fs.existsSync("/proc/self/autogroup") || fs.readFileSync("/proc/sys/kernel/sched_autogroup_enabled", "utf8").trim() === "0") return [];
+    const own = group("self");
+    const shared: string[] = [];
+    for (const pid of fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+        try {
+            const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+            if (path.basename(cmdline[0]) === "wireguard-go" && group(pid) === own) shared.push(`${cmdline.join(" ").trim()} (pid ${pid})`);
+        } catch {
+            // The process ended while we looked.
+        }
+    }
+    return shared;
+}
+
+/** Refuses to measure a setup whose wireguard-go shares the bench's scheduling group. */
+function ensureOwnSessions(setup: string): void {
+    const shared = sharedSchedulingGroups();
+    if (shared.length) throw new Error(`${setup}: ${shared.join(", ")} share(s) the benchmark's scheduler autogroup; start it in a session of its own (setsid)`);
+}
 
 async function keyPair() {
     const priv = (await run(["wg", "genkey"])).stdout.trim();
@@ -204,10 +248,11 @@ Endpoint = ${LAB.cloudPublic.v4}:51821
             await run(["ip", "link", "add", "g-nsguest", "netns", w.ns("kvm"), "type", "veth", "peer", "name", "eth0", "netns", guest]);
             await inNs(w.ns("kvm"), "ip link set g-nsguest master virbr-seed up");
             await inNs(guest, "ip link set eth0 up && ip addr add 192.168.100.150/24 dev eth0 && ip route add default via 192.168.100.1");
-            // STP on the seed's bridge: the port forwards after listening and learning.
-            for (let i = 0; i < 60; i++) {
-                if ((await inNs(guest, "ping -c 1 -W 1 192.168.100.1 >/dev/null", { allowFail: true })).code === 0) break;
-            }
+            // STP on the seed's bridge: the port forwards after listening and learning. (Not a ping
+            // to the bridge: the seed's rule `from 192.168.100.0/24` sends the host's own replies
+            // from 192.168.100.1 into the tunnel, so the host never answers its guests.)
+            await waitForwarding(w.ns("kvm"), "g-nsguest");
+            ensureOwnSessions("the seed");
         },
         async down() {
             await stop?.();
@@ -217,6 +262,15 @@ Endpoint = ${LAB.cloudPublic.v4}:51821
             await w.hostExec("cloud", `${wgQuick(cloudConf, "down")}; sysctl -qw net.ipv4.ip_forward=0`, true);
         },
     };
+}
+
+/** Waits (bounded) until a bridge port is in STP's forwarding state (3). */
+async function waitForwarding(ns: string, port: string): Promise<void> {
+    for (let i = 0; i < 150; i++) {
+        if ((await inNs(ns, `cat /sys/class/net/${port}/brport/state`)).stdout.trim() === "3") return;
+        await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`bridge port ${port} did not reach the forwarding state in 30 s`);
 }
 
 /**
@@ -242,6 +296,7 @@ export function bareSetup(lab: Lab): Setup {
             await w.hostExec("cloud", wgQuick(cloudConf, "up"));
             await w.hostExec("kvm", wgQuick(kvmConf, "up"));
             stop = await tunnelServer(lab, "10.0.9.1", 5204);
+            ensureOwnSessions("bare WireGuard");
         },
         async down() {
             await stop?.();

@@ -46,10 +46,12 @@ export interface RoundResults {
     setups: { name: string; samples: Sample[] }[];
     rounds: number;
     seconds: number;
+    /** iperf3 runs per figure per round (their mean is the round's figure). */
+    repeats: number;
 }
 
 /** `rounds` rounds; in each, every setup comes up, is measured once, and goes down. */
-export async function alternate(lab: Lab, setups: Setup[], rounds: number, seconds: number, pingCount: number): Promise<RoundResults> {
+export async function alternate(lab: Lab, setups: Setup[], rounds: number, seconds: number, repeats: number, pingCount: number): Promise<RoundResults> {
     const results = setups.map((s) => ({ name: s.name, samples: [] as Sample[] }));
     for (let r = 0; r < rounds; r++) {
         // ABC, then CBA: no setup always follows the same one.
@@ -59,14 +61,14 @@ export async function alternate(lab: Lab, setups: Setup[], rounds: number, secon
             await phase(`round ${r + 1}/${rounds}: ${setup.name}`, async () => {
                 await setup.up();
                 try {
-                    results[i].samples.push(await sample(lab, setup, seconds, pingCount));
+                    results[i].samples.push(await sample(lab, setup, seconds, pingCount, repeats));
                 } finally {
                     await setup.down();
                 }
             }, "bench");
         }
     }
-    return { setups: results, rounds, seconds };
+    return { setups: results, rounds, seconds, repeats };
 }
 
 export interface Variant {

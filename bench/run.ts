@@ -96,8 +96,8 @@ async function dataPlane(): Promise<{ skipped: string } | DataPlane> {
     const lab = await phase("data plane: building the lab world", () => Lab.start(), "bench");
     try {
         const o = quick
-            ? { rounds: 1, seconds: 1, pings: 5, ablationRounds: 1, ablationSeconds: 1, pmtuLimit: 10, guests: [1, 2], failoverRounds: 1 }
-            : { rounds: 5, seconds: 4, pings: 20, ablationRounds: 3, ablationSeconds: 3, pmtuLimit: 30, guests: [1, 8], failoverRounds: 3 };
+            ? { rounds: 1, seconds: 1, repeats: 1, pings: 5, ablationRounds: 1, ablationSeconds: 1, pmtuLimit: 10, guests: [1, 2], failoverRounds: 1 }
+            : { rounds: 6, seconds: 4, repeats: 3, pings: 20, ablationRounds: 3, ablationSeconds: 3, pmtuLimit: 30, guests: [1, 8], failoverRounds: 3 };
         const load = { before: os.loadavg().map((l) => Number(l.toFixed(2))), after: [] as number[] };
         const walls: Partial<Walls> = {};
         const [ours, seed, bare] = [oursSetup(lab, walls), seedSetup(lab), bareSetup(lab)];
@@ -106,7 +106,7 @@ async function dataPlane(): Promise<{ skipped: string } | DataPlane> {
             seed: await phase("data plane: 4 MB download, the seed", () => withSetup(seed, () => pmtuDownload(lab, o.pmtuLimit)), "bench"),
             ours: await phase("data plane: 4 MB download, ours", () => withSetup(ours, () => pmtuDownload(lab, o.pmtuLimit)), "bench"),
         };
-        const rounds = await alternate(lab, [ours, seed, bare], o.rounds, o.seconds, o.pings);
+        const rounds = await alternate(lab, [ours, seed, bare], o.rounds, o.seconds, o.repeats, o.pings);
         const variants = await withSetup(ours, () => ablation(lab, ours, o.ablationRounds, o.ablationSeconds));
         // After the data-plane measurements (the guests of the next phase load the machine on purpose).
         load.after = os.loadavg().map((l) => Number(l.toFixed(2)));
@@ -179,7 +179,7 @@ function dataPlaneMarkdown(d: DataPlane): string[] {
         `| ${name} | ${xs[0]?.internet === undefined ? "-" : range(spread(internet(xs)))} | ${range(spread(tunnel(xs)))} | ${xs[0]?.internet === undefined ? "-" : range(spread(ratios(internet(xs), tunnel(xs))), 2)} | ${range(pingMedian(xs.map((x) => x.pingInternetMs)), 3)} | ${range(pingMedian(xs.map((x) => x.pingTunnelMs)), 3)} | ${pmtu ? (pmtu.completed ? `completes in ${pmtu.seconds} s` : `does not complete (${pmtu.bytes} bytes in ${pmtu.seconds} s)`) : "-"} |`;
     const latencyAdded = (a: typeof ours) => spread(a.map((x, i) => (spread(x.pingTunnelMs)?.median ?? 0) - (spread(bare[i]?.pingTunnelMs ?? [])?.median ?? 0)));
     const lines = [
-        `Data plane: ${d.rounds.rounds} rounds; in each, ours, the seed and bare WireGuard come up, are measured (iperf3 ${d.rounds.seconds} s to each end, pings) and go down, in alternating order. Each cell: median over rounds (min–max). Load average (1, 5, 15 min) before: ${d.load.before.join(", ")}; after the ablation: ${d.load.after.join(", ")}.`,
+        `Data plane: ${d.rounds.rounds} rounds; in each, ours, the seed and bare WireGuard come up, are measured (iperf3 to each end, ${d.rounds.repeats} × ${d.rounds.seconds} s after 1 s left out, averaged; pings) and go down, in alternating order. Each cell: median over rounds (min–max). Load average (1, 5, 15 min) before: ${d.load.before.join(", ")}; after the ablation: ${d.load.after.join(", ")}.`,
         "",
         `| setup | guest → internet Mbit/s | → tunnel end Mbit/s | internet ÷ tunnel | ping internet ms | ping tunnel end ms | 4 MB download, server drops "frag needed" |`,
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -206,9 +206,9 @@ function dataPlaneMarkdown(d: DataPlane): string[] {
         const [one, many] = [d.applyTimes[0], d.applyTimes[d.applyTimes.length - 1]];
         lines.push(
             "",
-            "| new guests in one apply | apply (from empty) | steps at once (peak) | destroy |",
-            "| --- | --- | --- | --- |",
-            ...d.applyTimes.map((a) => `| ${a.guests} | ${a.applyMs} ms | ${a.peakParallel} | ${a.destroyMs} ms |`),
+            "| new guests in one apply | apply (from empty) | steps at once (peak) | each guest's step | the guests' QEMU CPU by the end of the apply | destroy |",
+            "| --- | --- | --- | --- | --- | --- |",
+            ...d.applyTimes.map((a) => `| ${a.guests} | ${a.applyMs} ms | ${a.peakParallel} | ${a.guestStepMs[0]}–${a.guestStepMs[1]} ms | ${a.guestCpuMs} ms | ${a.destroyMs} ms |`),
             "",
             `Apply time, ${many.guests} guests ÷ ${one.guests}: ${(many.applyMs / one.applyMs).toFixed(2)} (one run each).`,
         );
