@@ -247,6 +247,8 @@ warm_up() {
 		pending=0
 		for i in "${!tunnels[@]}"; do wait "${pids[$i]}" || pending=1; done
 		[ "$pending" = 1 ] || return 0
+		# A probe can fail at once (a link not up yet): no busy loop.
+		sleep 0.5
 	done
 }
 
