@@ -144,13 +144,16 @@ export function oursSetup(lab: Lab, walls: Partial<Walls> = {}): Setup {
 // every setup's wireguard-go gets a session of its own, and sharedSchedulingGroups() checks it.
 const wgQuick = (conf: string, action: "up" | "down") => `WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 setsid --wait wg-quick ${action} ${conf}`;
 
+/** Whether the kernel schedules by autogroup (kernel.sched_autogroup_enabled). */
+export const autogroupsOn = () => fs.existsSync("/proc/self/autogroup") && fs.readFileSync("/proc/sys/kernel/sched_autogroup_enabled", "utf8").trim() !== "0";
+
 /**
  * The wireguard-go processes that share this process's scheduler autogroup (empty when
  * autogroups are off): a setup whose tunnel processes do would be measured on other terms.
  */
 export function sharedSchedulingGroups(): string[] {
     const group = (pid: string) => fs.readFileSync(`/proc/${pid}/autogroup`, "utf8").split(" ")[0];
-    if (!fs.existsSync("/proc/self/autogroup") || fs.readFileSync("/proc/sys/kernel/sched_autogroup_enabled", "utf8").trim() === "0") return [];
+    if (!autogroupsOn()) return [];
     const own = group("self");
     const shared: string[] = [];
     for (const pid of fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {

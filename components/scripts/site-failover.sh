@@ -176,21 +176,30 @@ note_switch() {
 
 probe() { ping -n -q -c 1 -W 1 -I "$1" "$2" >/dev/null 2>&1; }
 
-# Per tunnel, RUN_DIR/IF.health holds "misses answered-since" (answered-since: the start, in ms,
-# of the first round of the current run of answers; 0: missed last). Milliseconds, not seconds:
-# whole seconds let the hold end up to a second early.
-probe_round() {
-	local now i name active best="" why="" active_ok=0
-	local -a answered pids misses since
-	now=$(date +%s%3N)
-	mkdir -p "$STATE_DIR" "$RUN_DIR"
-	# All probes at once, so a round takes at most one second whatever the number of gateways.
+# Probes every gateway at once, so a round takes at most one second whatever their number; sets
+# the caller's answered[i] to 1 or 0 per tunnel.
+probe_all() {
+	local i
+	local -a pids
 	for i in "${!tunnels[@]}"; do
 		probe "${tunnels[$i]}" "${probes[$i]}" &
 		pids[i]=$!
 	done
 	for i in "${!tunnels[@]}"; do
 		if wait "${pids[$i]}"; then answered[i]=1; else answered[i]=0; fi
+	done
+}
+
+# Per tunnel, RUN_DIR/IF.health holds "misses answered-since" (answered-since: the start, in ms,
+# of the first round of the current run of answers; 0: missed last). Milliseconds, not seconds:
+# whole seconds let the hold end up to a second early.
+probe_round() {
+	local now i name active best="" why="" active_ok=0
+	local -a answered misses since
+	now=$(date +%s%3N)
+	mkdir -p "$STATE_DIR" "$RUN_DIR"
+	probe_all
+	for i in "${!tunnels[@]}"; do
 		# No record yet (the watch has just started: a boot, a restart, a new gateway): no misses.
 		# A gateway is left only after FAIL_AFTER misses of its own, at the start as at any other
 		# time; one first probe lost while the first handshake is made moves no traffic.
@@ -236,17 +245,12 @@ probe_round() {
 # once: that wait must not move guest traffic (and back after the hold).
 WARM_UP=6
 warm_up() {
-	local deadline i pending
-	local -a pids
+	local deadline
+	local -a answered
 	deadline=$(($(date +%s) + WARM_UP))
 	while [ "$(date +%s)" -lt "$deadline" ]; do
-		for i in "${!tunnels[@]}"; do
-			probe "${tunnels[$i]}" "${probes[$i]}" &
-			pids[i]=$!
-		done
-		pending=0
-		for i in "${!tunnels[@]}"; do wait "${pids[$i]}" || pending=1; done
-		[ "$pending" = 1 ] || return 0
+		probe_all
+		case " ${answered[*]} " in *" 0 "*) ;; *) return 0 ;; esac
 		# A probe can fail at once (a link not up yet): no busy loop.
 		sleep 0.5
 	done

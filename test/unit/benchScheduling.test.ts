@@ -7,9 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, it } from "node:test";
-import { sharedSchedulingGroups } from "../../bench/dataplane";
-
-const autogroups = fs.existsSync("/proc/self/autogroup") && fs.readFileSync("/proc/sys/kernel/sched_autogroup_enabled", "utf8").trim() !== "0";
+import { autogroupsOn, sharedSchedulingGroups } from "../../bench/dataplane";
 
 async function started(child: ChildProcess): Promise<number> {
     const pid = child.pid ?? 0;
@@ -20,7 +18,7 @@ async function started(child: ChildProcess): Promise<number> {
     throw new Error(`pid ${pid} did not exec`);
 }
 
-describe("benchmark scheduling", { skip: autogroups ? false : "kernel autogroups are off on this machine: every process is scheduled alike" }, () => {
+describe("benchmark scheduling", { skip: autogroupsOn() ? false : "kernel autogroups are off on this machine: every process is scheduled alike" }, () => {
     it("names a wireguard-go in the benchmark's own session, and not one started in a session of its own", async () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wgexit-sched-"));
         const fake = path.join(dir, "wireguard-go");
