@@ -6,11 +6,25 @@
 import * as pulumi from "@pulumi/pulumi";
 import { CloudGateway } from "./components/cloudGateway";
 import { gatewayPeerFor } from "./components/cloudGateway.render";
-import { addressesIn, allocateRemotePeers, ConfigError, type ExtraGateway, FIRST_GATEWAY, loadStackConfig, type StackConfig, type TunnelPeer, tunnelInterfaceFor } from "./components/config";
+import {
+    addressesIn,
+    allocateRemotePeers,
+    ConfigError,
+    type ConfigProblem,
+    checkSitesForGateways,
+    type FailoverConfig,
+    FIRST_GATEWAY,
+    type GatewaySettingsConfig,
+    loadStackConfig,
+    type StackConfig,
+    type TunnelPeer,
+    tunnelInterfaceFor,
+} from "./components/config";
 import type { SshCredentials } from "./components/connection";
 import { KvmSite } from "./components/kvmSite";
 import { LaptopClient } from "./components/laptopClient";
 import { RoamingClient } from "./components/roamingClient";
+import { indexIn, parseCidr } from "./components/net";
 import { type GatewayFacts, readGatewayStack, readPeerStacks } from "./components/stacks";
 
 type Outputs = Record<string, unknown>;
@@ -23,15 +37,19 @@ interface GatewayView {
     tunnelMtu: number;
     /** Tunnel addresses by peer name; a site or laptop without one waits for its gateway. */
     addresses: Record<string, { addressV4: string; addressV6: string; hostIndex?: number }>;
-    /** The stack's further gateways (key gateways), which its sites join as well. */
+    /** The first gateway's tunnel address: what a site's health check pings. */
+    probe: string;
+    /** The further gateways (key gateways), which sites join as well, and how sites choose between all of them. */
     further?: FurtherView[];
+    failover?: FailoverConfig;
 }
 
-/** A further gateway as the others see it: its config, and its key and endpoint once it exists. */
+/** A further gateway as the others see it: its tunnel settings, and its key and endpoint once it exists. */
 interface FurtherView {
-    config: ExtraGateway;
-    publicKey: pulumi.Output<string>;
-    endpoint: pulumi.Output<string>;
+    name: string;
+    settings: Pick<GatewaySettingsConfig, "tunnelCidr" | "tunnelCidrV6" | "tunnelMtu" | "addressV4">;
+    publicKey: pulumi.Input<string>;
+    endpoint: pulumi.Input<string>;
 }
 
 /** The KVM sites and laptops of this stack, joined to the gateway where it knows them. */
@@ -42,19 +60,19 @@ function sitesAndLaptops(config: StackConfig, gateway: GatewayView, ssh: SshCred
     };
     const further = gateway.further ?? [];
     const failoverOf = (site: StackConfig["sites"][number], hostIndex: number | undefined) =>
-        further.length && hostIndex !== undefined
+        further.length && hostIndex !== undefined && gateway.failover
             ? {
-                  first: { gateway: FIRST_GATEWAY, probe: config.gateway.addressV4 },
+                  first: { gateway: FIRST_GATEWAY, probe: gateway.probe },
                   further: further.map((f, n) => ({
-                      gateway: f.config.name,
+                      gateway: f.name,
                       wgInterface: tunnelInterfaceFor(site.wgInterface, n + 1),
-                      ...addressesIn(f.config.settings, hostIndex),
-                      mtu: f.config.settings.tunnelMtu,
-                      probe: f.config.settings.addressV4,
+                      ...addressesIn(f.settings, hostIndex),
+                      mtu: f.settings.tunnelMtu,
+                      probe: f.settings.addressV4,
                       publicKey: f.publicKey,
                       endpoint: f.endpoint,
                   })),
-                  settings: config.failover,
+                  settings: gateway.failover,
               }
             : undefined;
     const sites = config.sites.map((site) => {
@@ -108,10 +126,12 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
     const [gatewayEndpoint, resolveGatewayEndpoint] = pulumi.deferredOutput<string>();
     const [gatewayAddress, resolveGatewayAddress] = pulumi.deferredOutput<string>();
     const addresses = Object.fromEntries(config.tunnelPeers.map((p) => [p.name, { addressV4: p.addressV4, addressV6: p.addressV6, hostIndex: p.hostIndex }]));
-    const further: (FurtherView & { resolve: (g: CloudGateway) => void })[] = config.extraGateways.map((g) => {
+    const further = config.extraGateways.map((g) => {
         const [publicKey, resolveKey] = pulumi.deferredOutput<string>();
         const [endpoint, resolveEndpoint] = pulumi.deferredOutput<string>();
         return {
+            name: g.name,
+            settings: g.settings,
             config: g,
             publicKey,
             endpoint,
@@ -121,7 +141,7 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
             },
         };
     });
-    const view = { publicKey: gatewayKey, endpoint: gatewayEndpoint, publicAddress: gatewayAddress, listenPort: config.gateway.listenPort, tunnelMtu: config.gateway.tunnelMtu, addresses, further };
+    const view = { publicKey: gatewayKey, endpoint: gatewayEndpoint, publicAddress: gatewayAddress, listenPort: config.gateway.listenPort, tunnelMtu: config.gateway.tunnelMtu, addresses, probe: config.gateway.addressV4, further, failover: config.failover };
     const local = sitesAndLaptops(config, view, ssh);
     const clients = config.peers.map((peer) => {
         const a = addresses[peer.name];
@@ -146,6 +166,7 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
         ...remote.map((r) => [r.peer.name, r.publicKey] as const),
     ]);
     const everyone = [...config.tunnelPeers, ...remote.map((r) => r.peer)];
+    const forwards = [...config.portForwards, ...remote.flatMap((r) => r.portForwards)];
     // Every gateway is a peer of the others: the first is reached at its deferred facts too.
     const first = { name: FIRST_GATEWAY, settings: config.gateway, publicKey: gatewayKey, endpoint: gatewayEndpoint };
     const all = [first, ...further.map((f) => ({ name: f.config.name, settings: f.config.settings, publicKey: f.publicKey, endpoint: f.endpoint }))];
@@ -160,13 +181,15 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
         sshPublicKey: config.sshPublicKey,
         ssh,
         peers: [...everyone.map((p) => ({ ...gatewayPeerFor(p, everyone), publicKey: keys.get(p.name) as pulumi.Input<string> })), ...meshFor(FIRST_GATEWAY)],
-        portForwards: [...config.portForwards, ...remote.flatMap((r) => r.portForwards)],
+        portForwards: forwards,
     });
     resolveGatewayKey(gateway.publicKey);
     resolveGatewayEndpoint(gateway.endpoint);
     resolveGatewayAddress(gateway.publicAddress);
-    // Further gateways take this stack's sites and roaming clients (laptops and peer stacks join the first only).
-    const joinsFurther = config.tunnelPeers.filter((p) => p.kind !== "laptop");
+    // Further gateways take every site (this stack's and its peer stacks') and this stack's
+    // roaming clients (laptops join the first only), and open the same port forwards as the
+    // first: a forwarded service stays reachable, at that gateway's address, while the first is down.
+    const joinsFurther = [...config.tunnelPeers.filter((p) => p.kind !== "laptop"), ...remote.filter((r) => r.peer.kind === "site").map((r) => r.peer)];
     const furtherGateways = further.map((f) => {
         const inThisTunnel = (p: TunnelPeer) => ({ ...p, ...addressesIn(f.config.settings, p.hostIndex) });
         const peers = joinsFurther.map(inThisTunnel);
@@ -180,7 +203,7 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
             sshPublicKey: config.sshPublicKey,
             ssh,
             peers: [...peers.map((p) => ({ ...gatewayPeerFor(p, peers), publicKey: keys.get(p.name) as pulumi.Input<string> })), ...meshFor(f.config.name)],
-            portForwards: [],
+            portForwards: forwards,
         });
         f.resolve(made);
         return { name: f.config.name, made, settings: f.config.settings };
@@ -205,9 +228,23 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
         clientConfigs: pulumi.secret(Object.fromEntries(clients.map((c) => [c.name, c.client.config]))),
         ...(furtherGateways.length
             ? {
+                  // What a peer stack's sites join (components/stacks.ts reads it), in order of preference.
                   furtherGateways: Object.fromEntries(
-                      furtherGateways.map((g) => [g.name, { publicKey: g.made.publicKey, endpoint: g.made.endpoint, address: g.made.publicAddress, tunnelCidr: g.settings.tunnelCidr, gatewayAddress: g.settings.addressV4 }]),
+                      furtherGateways.map((g, n) => [
+                          g.name,
+                          {
+                              publicKey: g.made.publicKey,
+                              endpoint: g.made.endpoint,
+                              address: g.made.publicAddress,
+                              tunnelCidr: g.settings.tunnelCidr,
+                              tunnelCidrV6: g.settings.tunnelCidrV6,
+                              gatewayAddress: g.settings.addressV4,
+                              mtu: g.settings.tunnelMtu,
+                              preference: n + 2,
+                          },
+                      ]),
                   ),
+                  failover: config.failover,
                   /** One more config per further gateway, by client, then by gateway (secret). */
                   clientConfigsByGateway: pulumi.secret(Object.fromEntries(clients.map((c) => [c.name, c.client.furtherConfigs]))),
               }
@@ -230,7 +267,24 @@ function meshPeer(g: { name: string; settings: StackConfig["gateway"]; publicKey
 /** This stack's sites and laptops join the gateway of another stack. */
 async function joinRemoteGateway(config: StackConfig, stack: string, ssh: SshCredentials): Promise<Outputs> {
     const facts: GatewayFacts = await readGatewayStack(stack);
-    const local = sitesAndLaptops(config, { ...facts, addresses: facts.peerAddresses }, ssh);
+    const further = facts.further?.gateways ?? [];
+    let addresses: GatewayView["addresses"] = facts.peerAddresses;
+    if (further.length) {
+        const problems: ConfigProblem[] = [];
+        checkSitesForGateways(config.sites, config.laptops, further.length + 1, problems);
+        if (problems.length) throw new ConfigError(problems);
+        // A site keeps its host index in every gateway's block: the index of its address in the first's.
+        const first = parseCidr(facts.tunnelCidr);
+        addresses = Object.fromEntries(Object.entries(facts.peerAddresses).map(([name, a]) => [name, { ...a, hostIndex: first && indexIn(first, a.addressV4) }]));
+    }
+    const view: GatewayView = {
+        ...facts,
+        addresses,
+        probe: facts.gatewayAddress,
+        further: further.map((g) => ({ name: g.name, settings: { tunnelCidr: g.tunnelCidr, tunnelCidrV6: g.tunnelCidrV6, tunnelMtu: g.mtu, addressV4: g.gatewayAddress }, publicKey: g.publicKey, endpoint: g.endpoint })),
+        failover: facts.further?.failover,
+    };
+    const local = sitesAndLaptops(config, view, ssh);
     const waiting = local.outputs.waitingForGateway as string[];
     if (waiting.length) {
         pulumi.log.warn(`${waiting.join(", ")} made ${waiting.length > 1 ? "their keys" : "its key"} but ${stack} does not list ${waiting.length > 1 ? "them" : "it"} yet: add this stack (<org>/${pulumi.getProject()}/${pulumi.getStack()}) to peerStacks there, run \`pulumi up\` there, then here again.`);

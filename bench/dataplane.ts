@@ -69,6 +69,15 @@ export interface Sample {
     tunnel: number;
     pingInternetMs: number[];
     pingTunnelMs: number[];
+    /** Of the WireGuard datagrams that reached the gateway box during the throughput runs, the % its socket dropped. */
+    gatewaySocketDropPct: number;
+}
+
+/** The gateway box's UDP counters (absolute, both families): datagrams taken and dropped for a full receive buffer. */
+async function gatewayUdp(lab: Lab): Promise<{ received: number; dropped: number }> {
+    const r = await inNs(lab.world.ns("cloud"), "nstat -asz UdpInDatagrams UdpRcvbufErrors Udp6InDatagrams Udp6RcvbufErrors");
+    const value = (pattern: string) => [...r.stdout.matchAll(new RegExp(`^${pattern}\\s+(\\d+)`, "gm"))].reduce((sum, m) => sum + Number(m[1]), 0);
+    return { received: value("Udp6?InDatagrams"), dropped: value("Udp6?RcvbufErrors") };
 }
 
 /**
@@ -83,11 +92,15 @@ export async function sample(lab: Lab, setup: Setup, seconds: number, pingCount:
         for (let i = 0; i < repeats; i++) sum += await iperf(lab, setup.client, server, port, seconds);
         return Math.round((sum / repeats) * 10) / 10;
     };
+    const before = await gatewayUdp(lab);
     const internet = setup.internet ? await mean(LAB.server.v4, 5201) : undefined;
     const tunnel = await mean(setup.tunnel.address, setup.tunnel.port);
+    const after = await gatewayUdp(lab);
+    const dropped = after.dropped - before.dropped;
     return {
         internet,
         tunnel,
+        gatewaySocketDropPct: Number(((100 * dropped) / Math.max(1, after.received - before.received + dropped)).toFixed(2)),
         pingInternetMs: setup.internet ? await pings(lab, setup.client, LAB.server.v4, pingCount) : [],
         pingTunnelMs: await pings(lab, setup.client, setup.tunnel.address, pingCount),
     };

@@ -83,6 +83,11 @@ export interface Variant {
 type HostCommand = [role: "kvm" | "cloud" | "guest", command: string];
 const on = (role: HostCommand[0], command: string): HostCommand => [role, command];
 
+// A role's `up` (and the site's `seal`) leave a table alone when what they would apply equals
+// what they applied last, so a variant that edited rules in place restores them from scratch.
+const RESTORE_GATEWAY = "nft delete table inet wgexit_gateway && /etc/wgexit/gateway/gateway.sh up";
+const RESTORE_SITE = "nft delete table inet wgexit_site && /etc/wgexit/site/site.sh seal";
+
 /** Each variant changes one thing on our running setup; measured against ours unchanged in alternation. */
 export const VARIANTS: Variant[] = [
     {
@@ -104,13 +109,24 @@ export const VARIANTS: Variant[] = [
         undo: [on("cloud", "nft delete table ip wgexit_bench_nat && /etc/wgexit/gateway/gateway.sh up")],
     },
     {
+        name: "gateway forward chain: established connections accepted after the drops (the order before 2026-12-03)",
+        note: "nothing; the old order also dropped the replies to a port forward's client on the gateway's own network",
+        apply: [
+            on(
+                "cloud",
+                "c='inet wgexit_gateway'; est=$(nft -a list chain $c forward | sed -n 's/^\\s*ct state established,related accept # handle \\([0-9]*\\)$/\\1/p'); last=$(nft -a list chain $c forward | sed -n 's/.*@local_nets_v6 counter.* # handle \\([0-9]*\\)$/\\1/p'); nft delete rule $c forward handle $est && nft add rule $c forward position $last ct state established,related accept",
+            ),
+        ],
+        undo: [on("cloud", RESTORE_GATEWAY)],
+    },
+    {
         name: "MSS clamp removed (site and gateway)",
         note: "TCP through paths that drop ICMP \"fragmentation needed\"",
         apply: [
             on("kvm", "nft -a list chain inet wgexit_site forward | sed -n 's/.*maxseg.* # handle \\([0-9]*\\)$/\\1/p' | xargs -r -n1 nft delete rule inet wgexit_site forward handle"),
             on("cloud", "nft -a list chain inet wgexit_gateway forward | sed -n 's/.*maxseg.* # handle \\([0-9]*\\)$/\\1/p' | xargs -r -n1 nft delete rule inet wgexit_gateway forward handle"),
         ],
-        undo: [on("kvm", "/etc/wgexit/site/site.sh seal"), on("cloud", "/etc/wgexit/gateway/gateway.sh up")],
+        undo: [on("kvm", RESTORE_SITE), on("cloud", RESTORE_GATEWAY)],
     },
     {
         name: "policy routing by source (the seed's `from` rule) instead of by bridge",

@@ -176,13 +176,13 @@ function dataPlaneMarkdown(d: DataPlane): string[] {
     const tunnel = (xs: typeof ours) => xs.map((x) => x.tunnel);
     const pingMedian = (xs: number[][]) => spread(xs.map((p) => spread(p)?.median ?? Number.NaN).filter((x) => !Number.isNaN(x)));
     const row = (name: string, xs: typeof ours, pmtu?: PmtuDownload) =>
-        `| ${name} | ${xs[0]?.internet === undefined ? "-" : range(spread(internet(xs)))} | ${range(spread(tunnel(xs)))} | ${xs[0]?.internet === undefined ? "-" : range(spread(ratios(internet(xs), tunnel(xs))), 2)} | ${range(pingMedian(xs.map((x) => x.pingInternetMs)), 3)} | ${range(pingMedian(xs.map((x) => x.pingTunnelMs)), 3)} | ${pmtu ? (pmtu.completed ? `completes in ${pmtu.seconds} s` : `does not complete (${pmtu.bytes} bytes in ${pmtu.seconds} s)`) : "-"} |`;
+        `| ${name} | ${xs[0]?.internet === undefined ? "-" : range(spread(internet(xs)))} | ${range(spread(tunnel(xs)))} | ${xs[0]?.internet === undefined ? "-" : range(spread(ratios(internet(xs), tunnel(xs))), 2)} | ${range(pingMedian(xs.map((x) => x.pingInternetMs)), 3)} | ${range(pingMedian(xs.map((x) => x.pingTunnelMs)), 3)} | ${range(spread(xs.map((x) => x.gatewaySocketDropPct ?? Number.NaN).filter((x) => !Number.isNaN(x))), 1)} | ${pmtu ? (pmtu.completed ? `completes in ${pmtu.seconds} s` : `does not complete (${pmtu.bytes} bytes in ${pmtu.seconds} s)`) : "-"} |`;
     const latencyAdded = (a: typeof ours) => spread(a.map((x, i) => (spread(x.pingTunnelMs)?.median ?? 0) - (spread(bare[i]?.pingTunnelMs ?? [])?.median ?? 0)));
     const lines = [
         `Data plane: ${d.rounds.rounds} rounds; in each, ours, the seed and bare WireGuard come up, are measured (iperf3 to each end, ${d.rounds.repeats} × ${d.rounds.seconds} s after 1 s left out, averaged; pings) and go down, in alternating order. Each cell: median over rounds (min–max). Load average (1, 5, 15 min) before: ${d.load.before.join(", ")}; after the ablation: ${d.load.after.join(", ")}.`,
         "",
-        `| setup | guest → internet Mbit/s | → tunnel end Mbit/s | internet ÷ tunnel | ping internet ms | ping tunnel end ms | 4 MB download, server drops "frag needed" |`,
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        `| setup | guest → internet Mbit/s | → tunnel end Mbit/s | internet ÷ tunnel | ping internet ms | ping tunnel end ms | tunnel packets the gateway's socket dropped, % | 4 MB download, server drops "frag needed" |`,
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         row("wgexit", ours, d.pmtu.ours),
         row("KVM seed, by hand", seed, d.pmtu.seed),
         row("bare WireGuard, KVM host → gateway box (ceiling)", bare),

@@ -85,11 +85,14 @@ ${s.answerProbes ? probeRules(s) : ""}		counter comment "dropped input"
 	chain forward {
 		type filter hook forward priority filter; policy drop;
 		tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment "clamp MSS to the path MTU"
+		# Established first: a packet passes every rule above the one that accepts it, and this
+		# chain judged each connection's first packet. The drops below hold for every new
+		# connection; a reply to a port forward's client on the gateway's own network passes.
+		ct state established,related accept
+		ct state invalid drop
 		iifname ${wg} ip daddr 169.254.0.0/16 counter drop comment "metadata service and iSCSI boot volume"
 		iifname ${wg} ip daddr @local_nets_v4 counter drop comment "the gateway's own network"
 		iifname ${wg} ip6 daddr @local_nets_v6 counter drop comment "the gateway's own network"
-		ct state established,related accept
-		ct state invalid drop
 		oifname ${wg} ct status dnat accept comment "port forwards, to the guest each one names"
 		iifname ${wg} oifname ${wg} jump peer_links
 		iifname ${wg} oifname != ${wg} ip saddr @peer_nets_v4 ip daddr != @non_internet_v4 accept comment "peers to the internet"

@@ -93,6 +93,12 @@ export function allocateRemotePeers(config: StackConfig, byStack: { stack: strin
     const ports = new Map(config.portForwards.map((f) => [`${f.protocol}/${f.port}`, `this stack's portForwards (${f.name})`]));
     ports.set(`udp/${config.gateway.listenPort}`, "WireGuard (listenPort)");
     ports.set(`tcp/${config.existing?.port ?? 22}`, "the gateway's SSH");
+    // Forwards are opened on every gateway: a further gateway's own ports are taken too.
+    config.extraGateways.forEach((g, n) => {
+        if (!ports.has(`udp/${g.settings.listenPort}`)) ports.set(`udp/${g.settings.listenPort}`, `gateway ${g.name}'s WireGuard (${PROJECT}:gateways[${n}].listenPort)`);
+        const ssh = `tcp/${g.placement === "existing" ? (g.existing?.port ?? 22) : 22}`;
+        if (!ports.has(ssh)) ports.set(ssh, `gateway ${g.name}'s SSH`);
+    });
     for (const f of found) {
         for (const forward of f.peer.portForwards) {
             const claim = `${forward.protocol}/${forward.port}`;
@@ -100,6 +106,14 @@ export function allocateRemotePeers(config: StackConfig, byStack: { stack: strin
             if (prior) problems.push({ key: f.key, message: `stack ${f.stack} forwards ${claim} (${forward.name}), which ${prior} already uses; choose another port there` });
             ports.set(claim, `stack ${f.stack} (${forward.name})`);
         }
+    }
+    // A peer stack's site joins every gateway at its host index: each further block must hold it.
+    for (const f of found.filter((x) => x.peer.kind === "site")) {
+        const index = all.find((p) => p.name === f.peer.name)?.hostIndex ?? 0;
+        config.extraGateways.forEach((g, n) => {
+            const capacity = Number(size(parseCidr(g.settings.tunnelCidr) as Cidr)) - 2;
+            if (index > capacity) problems.push({ key: f.key, message: `stack ${f.stack}'s site ${f.peer.name} has host index ${index}, beyond what ${PROJECT}:gateways[${n}].tunnelCidr (${g.settings.tunnelCidr}) holds (${capacity}); use a block as large as tunnelCidr there` });
+        });
     }
     if (problems.length > 0) throw new ConfigError(problems);
     return found.map((f) => ({

@@ -112,6 +112,55 @@ export function resolveExtraGateways(
     return out;
 }
 
+/**
+ * Port forwards are opened on every gateway (each is a way in while another is down), so none
+ * may take a further gateway's WireGuard or SSH port. A clash with the first gateway's ports is
+ * reported by resolvePortForwards already and not again here.
+ */
+export function checkForwardsOnGateways(forwards: { protocol: "tcp" | "udp"; port: number }[], gateways: ExtraGateway[], problems: ConfigProblem[]): void {
+    forwards.forEach((f, i) => {
+        const key = `${PROJECT}:portForwards[${i}].port`;
+        gateways.forEach((g, n) => {
+            if (problems.some((p) => p.key === key)) return;
+            const sshPort = g.placement === "existing" ? (g.existing?.port ?? 22) : 22;
+            if (f.protocol === "udp" && f.port === g.settings.listenPort) {
+                problems.push({ key, message: `udp/${f.port} is gateway ${g.name}'s WireGuard port (${PROJECT}:gateways[${n}].listenPort), and forwards are opened on every gateway; use another port` });
+            } else if (f.protocol === "tcp" && f.port === sshPort) {
+                problems.push({ key, message: `tcp/${f.port} is gateway ${g.name}'s SSH port (${PROJECT}:gateways[${n}]${g.placement === "existing" ? ".existing.port" : ""}), and forwards are opened on every gateway; use another port` });
+            }
+        });
+    });
+}
+
+/**
+ * What every site needs with `count` gateways, in a gateway stack or in a site stack that
+ * joins one: reply tables (one per gateway, just below routeTable: siteFailover.render.ts)
+ * clear of 253-255 and of every other routeTable, and no bridge named like a further tunnel.
+ */
+export function checkSitesForGateways(
+    sites: { routeTable: number; wgInterface: string; networks: { bridge: string }[] }[],
+    laptops: { routeTable: number }[],
+    count: number,
+    problems: ConfigProblem[],
+): void {
+    const tablesInUse = [...sites.map((s, i) => ({ table: s.routeTable, key: `${PROJECT}:sites[${i}].routeTable` })), ...laptops.map((l, i) => ({ table: l.routeTable, key: `${PROJECT}:laptops[${i}].routeTable` }))];
+    sites.forEach((s, i) => {
+        const low = s.routeTable - count;
+        const clash = tablesInUse.find((t) => t.table >= low && t.table < s.routeTable);
+        if (low < 1 || (low <= 255 && s.routeTable - 1 >= 253)) {
+            problems.push({ key: `${PROJECT}:sites[${i}].routeTable`, message: `with ${count} gateways the site also uses tables ${low}-${s.routeTable - 1} (replies by the tunnel they came in on); use a routeTable of ${count + 1} or more that keeps them clear of 253-255, for example 7700` });
+        } else if (clash) {
+            problems.push({ key: `${PROJECT}:sites[${i}].routeTable`, message: `with ${count} gateways the site also uses tables ${low}-${s.routeTable - 1}, and ${clash.key} is ${clash.table}; leave ${count} free numbers below each routeTable` });
+        }
+        for (let n = 1; n < count; n++) {
+            const name = tunnelInterfaceFor(s.wgInterface, n);
+            s.networks.forEach((net, j) => {
+                if (net.bridge === name) problems.push({ key: `${PROJECT}:sites[${i}].networks[${j}].bridge`, message: `"${name}" is the site's tunnel to gateway ${n + 1}; pick another bridge name such as "virbr-wg"` });
+            });
+        }
+    });
+}
+
 /** A site's tunnel interface for its n-th gateway (n ≥ 1): the first's name and the gateway's number. */
 export function tunnelInterfaceFor(wgInterface: string, n: number): string {
     return n === 0 ? wgInterface : `${wgInterface.slice(0, 12)}-${n + 1}`;

@@ -11,7 +11,7 @@ import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { allocatePeers, type PortForward, type ResolvedSite, resolvePortForwards, resolveSites, type TunnelPeer } from "./config.allocate";
 import { checkHosts, checkNames, checkOverlaps, checkRoutedPrefixes } from "./config.checks";
-import { type ExtraGateway, type GatewaySettingsConfig, resolveExtraGateways, tunnelInterfaceFor } from "./config.gateways";
+import { type ExtraGateway, type GatewaySettingsConfig, checkForwardsOnGateways, checkSitesForGateways, resolveExtraGateways } from "./config.gateways";
 import {
     CONFIG_KEYS,
     ConfigError,
@@ -242,28 +242,8 @@ export function parseStackConfig(raw: Record<string, string>, declarations = pro
               }
             : undefined;
     const extraGateways = resolveExtraGateways(v.gateways ?? [], { settings: firstSettings, placement, existing: v.existing }, tunnelPeers, { sites: v.sites ?? [], laptops: v.laptops ?? [] }, problems);
-    if (extraGateways.length) {
-        // Replies go back by the tunnel they came in on: one table per gateway, just below routeTable (siteFailover.render.ts).
-        const count = extraGateways.length + 1;
-        const tablesInUse = [...(v.sites ?? []).map((s, i) => ({ table: s.routeTable, key: `${PROJECT}:sites[${i}].routeTable` })), ...(v.laptops ?? []).map((l, i) => ({ table: l.routeTable, key: `${PROJECT}:laptops[${i}].routeTable` }))];
-        (v.sites ?? []).forEach((s, i) => {
-            const low = s.routeTable - count;
-            const clash = tablesInUse.find((t) => t.table >= low && t.table < s.routeTable);
-            if (low < 1 || (low <= 255 && s.routeTable - 1 >= 253)) {
-                problems.push({ key: `${PROJECT}:sites[${i}].routeTable`, message: `with ${count} gateways the site also uses tables ${low}-${s.routeTable - 1} (replies by the tunnel they came in on); use a routeTable of ${count + 1} or more that keeps them clear of 253-255, for example 7700` });
-            } else if (clash) {
-                problems.push({ key: `${PROJECT}:sites[${i}].routeTable`, message: `with ${count} gateways the site also uses tables ${low}-${s.routeTable - 1}, and ${clash.key} is ${clash.table}; leave ${count} free numbers below each routeTable` });
-            }
-        });
-        (v.sites ?? []).forEach((s, i) => {
-            extraGateways.forEach((_, n) => {
-                const name = tunnelInterfaceFor(s.wgInterface, n + 1);
-                s.networks.forEach((net, j) => {
-                    if (net.bridge === name) problems.push({ key: `${PROJECT}:sites[${i}].networks[${j}].bridge`, message: `"${name}" is the site's tunnel to gateway ${n + 2}; pick another bridge name such as "virbr-wg"` });
-                });
-            });
-        });
-    }
+    checkForwardsOnGateways(v.portForwards ?? [], extraGateways, problems);
+    if (extraGateways.length) checkSitesForGateways(v.sites ?? [], v.laptops ?? [], extraGateways.length + 1, problems);
 
     if (problems.length > 0) throw new ConfigError(problems);
 

@@ -76,6 +76,12 @@ export function hostAt(c: Cidr, index: number): string {
     return c.family === 4 ? Address4.fromBigInt(value).correctForm() : Address6.fromBigInt(value).correctForm();
 }
 
+/** The inverse of hostAt: how far `address` lies after the network address, if inside `c`. */
+export function indexIn(c: Cidr, address: string): number | undefined {
+    const parsed = parseCidr(hostCidr(address));
+    return parsed && contains(c, parsed) ? Number(parsed.first - c.first) : undefined;
+}
+
 /** "10.66.0.2/32" style host route for an address. */
 export function hostCidr(address: string): string {
     return Address4.isValid(address) ? `${address}/32` : `${address}/128`;

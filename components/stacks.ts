@@ -3,7 +3,7 @@
 // addresses and subnets cross. Everything is read, and checked, before any resource is made,
 // so a missing stack or output stops the program with nothing half-applied.
 import * as pulumi from "@pulumi/pulumi";
-import { PROJECT } from "./config";
+import { type FailoverConfig, PROJECT } from "./config";
 
 /** What a site or laptop stack needs from its gateway stack. */
 export interface GatewayFacts {
@@ -12,14 +12,32 @@ export interface GatewayFacts {
     publicAddress: string;
     listenPort: number;
     tunnelMtu: number;
+    /** The first gateway's tunnel block and address (what a site's health check pings). */
+    tunnelCidr: string;
+    gatewayAddress: string;
     peerAddresses: Record<string, { addressV4: string; addressV6: string }>;
+    /** The gateway stack's further gateways in order of preference, and how sites choose (absent with one gateway). */
+    further?: { gateways: FurtherGatewayFacts[]; failover: FailoverConfig };
+}
+
+/** A further gateway as the gateway stack publishes it (its `furtherGateways` output). */
+export interface FurtherGatewayFacts {
+    name: string;
+    publicKey: string;
+    endpoint: string;
+    tunnelCidr: string;
+    tunnelCidrV6: string;
+    gatewayAddress: string;
+    mtu: number;
+    /** 2 for the first further gateway, 3 for the next, …: the order sites prefer them in. */
+    preference: number;
 }
 
 function stackError(key: string, stack: string, what: string, fix: string): pulumi.RunError {
     return new pulumi.RunError(`${PROJECT}:${key}: ${what} of stack "${stack}"; ${fix}. Nothing was created.`);
 }
 
-async function readOutput(ref: pulumi.StackReference, key: string, stack: string, output: string): Promise<unknown> {
+async function readOutput(ref: pulumi.StackReference, key: string, stack: string, output: string, optional = false): Promise<unknown> {
     let details: pulumi.StackReferenceOutputDetails;
     try {
         details = await ref.getOutputDetails(output);
@@ -27,8 +45,22 @@ async function readOutput(ref: pulumi.StackReference, key: string, stack: string
         throw stackError(key, stack, `cannot read the outputs (${(e as Error).message.split("\n")[0]})`, "check the name (org/project/stack) and that the stack exists and has been deployed");
     }
     const value = details.value ?? details.secretValue;
-    if (value === undefined) throw stackError(key, stack, `there is no output "${output}"`, `run \`pulumi up\` in ${stack} first (it must be a wgexit stack)`);
+    if (value === undefined && !optional) throw stackError(key, stack, `there is no output "${output}"`, `run \`pulumi up\` in ${stack} first (it must be a wgexit stack)`);
     return value;
+}
+
+const FURTHER_FIELDS = ["publicKey", "endpoint", "tunnelCidr", "tunnelCidrV6", "gatewayAddress", "mtu", "preference"] as const;
+
+/** The further gateways, checked: a gateway stack deployed by an older wgexit publishes fewer fields. */
+function furtherFacts(stack: string, byName: unknown, failover: unknown): GatewayFacts["further"] {
+    if (byName === undefined) return undefined;
+    const gateways = Object.entries(byName as Record<string, Record<string, unknown>>).map(([name, g]) => {
+        const missing = FURTHER_FIELDS.filter((f) => g[f] === undefined);
+        if (missing.length) throw stackError("gatewayStack", stack, `the output furtherGateways.${name} has no ${missing.join(", ")}`, `run \`pulumi up\` in ${stack} with this version of wgexit first`);
+        return { name, ...g } as FurtherGatewayFacts;
+    });
+    if (failover === undefined) throw stackError("gatewayStack", stack, 'there is no output "failover" beside furtherGateways', `run \`pulumi up\` in ${stack} with this version of wgexit first`);
+    return { gateways: gateways.sort((a, b) => a.preference - b.preference), failover: failover as FailoverConfig };
 }
 
 /** The gateway stack's public facts. */
@@ -37,14 +69,19 @@ export async function readGatewayStack(stack: string): Promise<GatewayFacts> {
     const [publicKey, endpoint, publicAddress, tunnel, peerAddresses] = await Promise.all(
         ["gatewayPublicKey", "gatewayEndpoint", "gatewayAddress", "tunnel", "peerAddresses"].map((o) => readOutput(ref, "gatewayStack", stack, o)),
     );
-    const t = tunnel as { mtu: number; listenPort: number };
+    // Only a gateway stack with further gateways has these two.
+    const [further, failover] = await Promise.all(["furtherGateways", "failover"].map((o) => readOutput(ref, "gatewayStack", stack, o, true)));
+    const t = tunnel as { mtu: number; listenPort: number; cidr: string; gatewayAddress: string };
     return {
         publicKey: publicKey as string,
         endpoint: endpoint as string,
         publicAddress: publicAddress as string,
         listenPort: t.listenPort,
         tunnelMtu: t.mtu,
+        tunnelCidr: t.cidr,
+        gatewayAddress: t.gatewayAddress,
         peerAddresses: peerAddresses as GatewayFacts["peerAddresses"],
+        further: furtherFacts(stack, further, failover),
     };
 }
 

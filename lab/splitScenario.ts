@@ -1,11 +1,13 @@
 // The split layout for real: a gateway stack and a home-site stack, each with its own state,
 // wired only by their outputs (the lab engine answers StackReferences with the other stack's
 // last outputs). The first deploy in the documented order, a namespace guest egressing
-// through the gateway, a missing stack refused with nothing done, and destroy of both.
+// through the gateway, a missing stack refused with nothing done; then a second gateway in
+// the gateway stack, which the site stack's site joins and fails over to; and destroy of both.
 import { inNs, waitFor } from "./exec";
 import { startNamespaceGuest, stopNamespaceGuest } from "./guests";
 import type { StackOutputsRead } from "./engine";
 import { diffLines, type Lab, labStackFile, type StackOutputs, stackRef } from "./lab";
+import { FAILOVER, SECOND_GATEWAY } from "./twoCloudsScenario";
 import { LAB } from "./world";
 
 const GATEWAY = "lab-gateway";
@@ -18,8 +20,8 @@ export async function splitScenario(lab: Lab): Promise<void> {
     // The committed home site without its QEMU guest (the site scenario boots that one).
     const site = { ...(file["wgexit:sites"] as Record<string, unknown>[])[0], networks: ((file["wgexit:sites"] as { networks: Record<string, unknown>[] }[])[0].networks ?? []).map((n) => ({ ...n, guests: [] })) };
     const peers = (lab.baseOverrides().peers as Record<string, unknown>[]).map((p) => ({ ...p, canReach: [] }));
-    const gateway = (peerStacks: string[], stackRefs: Record<string, StackOutputsRead>) =>
-        lab.apply({ sites: [], laptops: [], peers, peerStacks }, false, { name: GATEWAY, stackRefs });
+    const gateway = (peerStacks: string[], stackRefs: Record<string, StackOutputsRead>, extra: Record<string, unknown> = {}) =>
+        lab.apply({ sites: [], laptops: [], peers, peerStacks, ...extra }, false, { name: GATEWAY, stackRefs });
     const homeConfig = { gatewayStack: GATEWAY, sshPrivateKey: lab.baseOverrides().sshPrivateKey, sites: [site] };
     const home = (stackRefs: Record<string, StackOutputsRead>, allowFailure = false) => lab.apply({}, false, { name: HOME, config: homeConfig, stackRefs, allowFailure });
     const steps = (r: { executions: { action: string; key: string }[] }) => r.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", ") || "nothing";
@@ -28,6 +30,7 @@ export async function splitScenario(lab: Lab): Promise<void> {
     await w.hostExec("kvm", "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1");
     const kvmBefore = await w.hostSnapshot("kvm");
     const cloudBefore = await w.hostSnapshot("cloud");
+    const cloud2Before = await w.hostSnapshot("cloud2");
 
     // A missing gateway stack: refused before anything runs.
     const missing = await home({}, true);
@@ -61,10 +64,47 @@ export async function splitScenario(lab: Lab): Promise<void> {
     const again = [homeAgain, await gateway([HOME], { [HOME]: stackRef(homeAgain) })];
     lab.record(group, "re-running both stacks changes nothing", again.every((r) => r.executions.length === 0), again.map(steps).join("; "));
 
+    // A second gateway in the gateway stack: it takes the site stack's site at once; the site
+    // stack then gives its site a tunnel to it and the health check, from the published facts.
+    const twoClouds = { gateways: [SECOND_GATEWAY], failover: FAILOVER };
+    const g3 = await gateway([HOME], { [HOME]: stackRef(homeAgain) }, twoClouds);
+    const secondPeers = (await w.hostExec("cloud2", "wg show wg0 peers", true)).stdout;
+    lab.record(group, "a second gateway in the gateway stack takes the peer stack's site as its peer", secondPeers.includes(onHost) && /create gateway-ovh-install/.test(steps(g3)), steps(g3));
+    const h3 = await home({ [GATEWAY]: stackRef(g3) });
+    const index = Number(address?.split(".")[3]);
+    const secondTunnel = (await w.hostExec("kvm", "ip -4 -o addr show dev wgexit0-2 | awk '{print $4}'", true)).stdout.trim();
+    lab.record(group, "the site stack joins the second gateway from its outputs: a tunnel at the site's host index in its block, and the health check", secondTunnel === `10.67.0.${index}/32` && /create site-home-failover/.test(steps(h3)), `${steps(h3)}; wgexit0-2 ${secondTunnel || "missing"}`);
+
+    // As the site's systemd unit runs it (lab hosts have no systemd); a guest asks who it is.
+    const watch = w.startHostDaemon("failover-watch", "kvm", ["/etc/wgexit/site/failover.sh", "watch"]);
+    await startNamespaceGuest(w, "virbr-wg");
+    try {
+        const egress = async () => (await inNs(w.ns("guest"), `curl -s -m 1 http://${LAB.server.v4}:${LAB.server.httpPort}/`, { allowFail: true })).stdout.trim();
+        await waitFor("the guest's first answer through the first gateway", async () => (await egress()) === LAB.cloudPublic.v4, 30_000, 250).catch(() => undefined);
+        const before = await egress();
+        const cut = Date.now();
+        await inNs(w.ns("inet"), "ip link set i-vcn down");
+        let moved = Number.NaN;
+        try {
+            await waitFor("the guest's first answer through the second gateway", async () => (await egress()) === LAB.cloud2.v4, 30_000, 200);
+            moved = (Date.now() - cut) / 1000;
+        } catch {
+            // recorded below
+        } finally {
+            await inNs(w.ns("inet"), "ip link set i-vcn up");
+        }
+        lab.record(group, "the first cloud cut off: the peer stack's guests leave by the second gateway", before === LAB.cloudPublic.v4 && !Number.isNaN(moved), `before the cut ${before || "nothing"}; ${Number.isNaN(moved) ? "no answer through the second in 30 s" : `through the second after ${moved.toFixed(1)} s`}`);
+    } finally {
+        await stopNamespaceGuest(w);
+        await w.stopLabDaemon(watch);
+    }
+
     // Destroy: the site stack first (its host), then the gateway stack.
     await lab.apply({}, true, { name: HOME, config: homeConfig });
-    await lab.apply({}, true, { name: GATEWAY });
+    await lab.apply(twoClouds, true, { name: GATEWAY });
     const kvmAfter = await w.hostSnapshot("kvm");
     const cloudAfter = await w.hostSnapshot("cloud");
-    lab.record(group, "destroying both stacks leaves the KVM host and the gateway host as they were", kvmBefore === kvmAfter && cloudBefore === cloudAfter, kvmBefore === kvmAfter && cloudBefore === cloudAfter ? "identical" : diffLines(`${kvmBefore}${cloudBefore}`, `${kvmAfter}${cloudAfter}`));
+    const cloud2After = await w.hostSnapshot("cloud2");
+    const same = kvmBefore === kvmAfter && cloudBefore === cloudAfter && cloud2Before === cloud2After;
+    lab.record(group, "destroying both stacks leaves the KVM host and both gateway hosts as they were", same, same ? "identical" : diffLines(`${kvmBefore}${cloudBefore}${cloud2Before}`, `${kvmAfter}${cloudAfter}${cloud2After}`));
 }

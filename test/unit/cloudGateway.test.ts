@@ -71,7 +71,14 @@ describe("gateway renderers", () => {
         assert.match(forward, /ip daddr @local_nets_v4 counter drop/);
         assert.match(forward, /maxseg size set rt mtu/);
         assert.match(forward, /ip daddr != @non_internet_v4 accept/);
-        assert.ok(forward.indexOf("169.254.0.0/16 counter drop") < forward.indexOf("ct state established"), "metadata drop must come before any accept");
+        // Established connections first (each one's first packet met the rules below); the drops
+        // come before every rule that can admit a new connection.
+        const rulesOnly = forward.split("\n").filter((l) => l.trim() && !l.trim().startsWith("#"));
+        const firstAccept = rulesOnly.findIndex((l) => / accept( |$)/.test(l));
+        assert.match(rulesOnly[firstAccept], /^\s*ct state established,related accept$/);
+        for (const admits of ["ct status dnat accept", "jump peer_links", "@non_internet_v4 accept", "@non_internet_v6 accept"]) {
+            for (const drop of ["169.254.0.0/16 counter drop", "@local_nets_v4 counter drop", "@local_nets_v6 counter drop"]) assert.ok(forward.indexOf(drop) < forward.indexOf(admits), `${drop} must come before ${admits}`);
+        }
         assert.match(rules, /ip6 saddr @peer_nets_v6 masquerade/);
     });
 

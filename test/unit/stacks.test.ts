@@ -93,6 +93,53 @@ describe("split layout", () => {
         assert.deepEqual(run.registrations, []);
     });
 
+    describe("with two gateways", () => {
+        const OVH = { name: "ovh", placement: "existing", existing: { host: "198.51.100.40", user: "root" }, tunnelCidr: "10.67.0.0/24", tunnelCidrV6: "fd66:67:67::/64", listenPort: 51821 };
+        const gatewayStack = (extra: Record<string, unknown> = {}) => ({ ...baseConfig("existing"), peerStacks: [HOME], gateways: [OVH], failover: { probeIntervalSeconds: 1, failAfter: 2, failbackAfterSeconds: 30 }, ...extra });
+
+        it("the further gateway takes the peer stack's site and its port forward; the site stack joins both, with the gateway stack's failover settings", async () => {
+            const site1 = await runProgram(siteStack, "home", { [GATEWAY]: (await runProgram(baseConfig("existing"), "gateway")).outputs });
+            const gateway = await runProgram(gatewayStack(), "gateway", { [HOME]: site1.outputs });
+            const second = command(gateway, "gateway-ovh-peers");
+            assert.match(second, new RegExp(`# home\\n\\[Peer\\]\\nPublicKey = ${FAKE_SITE_KEY.replace(/[+/=]/g, "\\$&")}\\nAllowedIPs = 10\\.67\\.0\\.3/32, fd66:67:67::3/128, 192\\.168\\.100\\.0/24`));
+            assert.match(second, /tcp dport 443 dnat ip to 192\.168\.100\.10:8443 comment "port forward https"/);
+            const published = gateway.outputs.furtherGateways as Record<string, Record<string, unknown>>;
+            assert.deepEqual(Object.keys(published.ovh).sort(), ["address", "endpoint", "gatewayAddress", "mtu", "preference", "publicKey", "tunnelCidr", "tunnelCidrV6"]);
+
+            const site2 = await runProgram(siteStack, "home", { [GATEWAY]: gateway.outputs });
+            const failover = command(site2, "site-home-failover");
+            assert.match(failover, /TUNNELS='wgexit0 wgexit0-2'\nGATEWAYS='gateway ovh'\nPROBES='10\.66\.0\.1 10\.67\.0\.1'\nPROBE_INTERVAL='1'\nFAIL_AFTER='2'\nFAILBACK_AFTER='30'/);
+            assert.match(failover, /ADDRESS_V4='10\.67\.0\.3\/32'/, "the site's host index in the gateway stack's first block, in the second's");
+            assert.match(failover, /Endpoint = 198\.51\.100\.40:51821/);
+            assert.match(command(site2, "site-home-install"), /iifname \{ "wgexit0", "wgexit0-2" \} oifname "virbr-wg" ip daddr 192\.168\.100\.10 tcp dport 8443 ct state new accept comment "port forward https"/);
+        });
+
+        it("a site stack refuses a routeTable whose numbers below meet another, once its gateway stack has two gateways", async () => {
+            const site1 = await runProgram(siteStack, "home", { [GATEWAY]: (await runProgram(baseConfig("existing"), "gateway")).outputs });
+            const gateway = await runProgram(gatewayStack(), "gateway", { [HOME]: site1.outputs });
+            const second = { ...SITE, name: "lab", connection: { host: "192.168.1.11", user: "root" }, routeTable: 7699, wgInterface: "wgexit9", networks: [{ name: "other", bridge: "virbr-o", cidr: "192.168.150.0/24" }] };
+            const run = await runProgram({ ...siteStack, sites: [SITE, second] }, "home", { [GATEWAY]: gateway.outputs }, { allowFailure: true });
+            assert.match(run.error ?? "", /wgexit:sites\[0\]\.routeTable: with 2 gateways the site also uses tables 7698-7699, and wgexit:sites\[1\]\.routeTable is 7699/);
+            assert.deepEqual(commands(run), []);
+        });
+
+        it("a peer stack's port forward may not take a further gateway's WireGuard port", async () => {
+            const site1 = await runProgram({ ...siteStack, portForwards: [{ name: "game", protocol: "udp", port: 51821, site: "home", guest: "web" }] }, "home", { [GATEWAY]: (await runProgram(baseConfig("existing"), "gateway")).outputs });
+            const run = await runProgram(gatewayStack(), "gateway", { [HOME]: site1.outputs }, { allowFailure: true });
+            assert.match(run.error ?? "", /wgexit:peerStacks\[0\]: stack acme\/wgexit\/home forwards udp\/51821 \(game\), which gateway ovh's WireGuard \(wgexit:gateways\[0\]\.listenPort\) already uses/);
+            assert.deepEqual(commands(run), []);
+        });
+
+        it("a gateway stack deployed by an older wgexit (furtherGateways without the fields sites need) stops the site stack with the fix", async () => {
+            const site1 = await runProgram(siteStack, "home", { [GATEWAY]: (await runProgram(baseConfig("existing"), "gateway")).outputs });
+            const outputs = (await runProgram(gatewayStack(), "gateway", { [HOME]: site1.outputs })).outputs;
+            const older = { ...outputs, failover: undefined, furtherGateways: { ovh: { publicKey: FAKE_GATEWAY_KEY, endpoint: "198.51.100.40:51821", address: "198.51.100.40", tunnelCidr: "10.67.0.0/24", gatewayAddress: "10.67.0.1" } } };
+            const run = await runProgram(siteStack, "home", { [GATEWAY]: older }, { allowFailure: true });
+            assert.match(run.error ?? "", /wgexit:gatewayStack: the output furtherGateways\.ovh has no tunnelCidrV6, mtu, preference of stack "acme\/wgexit\/gateway"; run `pulumi up` in acme\/wgexit\/gateway with this version of wgexit first\. Nothing was created\./);
+            assert.deepEqual(commands(run), []);
+        });
+    });
+
     it("a site stack runs the same with the defaults the CLI injects for gateway keys", async () => {
         const gateway = (await runProgram(baseConfig("existing"), "gateway")).outputs;
         const [asCli, asGiven] = await Promise.all([runProgram(siteStack, "home", { [GATEWAY]: gateway }, { asCli: true }), runProgram(siteStack, "home", { [GATEWAY]: gateway })]);

@@ -13,12 +13,16 @@ import { baseConfig, configProblems, configValues, FAKE_GATEWAY_KEY, LAPTOP, run
 import { canRunNft, have, nftCheck, virtXmlValidate } from "../helpers/tools";
 
 const OVH = { name: "ovh", placement: "existing", existing: { host: "198.51.100.40", user: "root" }, tunnelCidr: "10.67.0.0/24", tunnelCidrV6: "fd66:67:67::/64" };
+const WEB_FORWARD = { name: "web", protocol: "tcp", port: 8443, site: "home", address: "192.168.100.50", toPort: 443 };
 const twoClouds = (extra: Record<string, unknown> = {}) => ({ ...baseConfig("existing"), sites: [SITE], gateways: [OVH], ...extra });
 
 describe("two clouds", () => {
     describe("a single-gateway stack from before this feature", () => {
         // Recorded with the program as it was before key gateways existed (commit d41a129), run as
-        // the CLI runs it: every resource, and a hash of each of its inputs.
+        // the CLI runs it: every resource, and a hash of each of its inputs. Re-recorded once for a
+        // change meant for every gateway (issue 16: its forward chain accepts established
+        // connections first): only gateway-install and the instance's user data changed (the
+        // providers ignore user data after creation, so no instance is touched).
         const before = JSON.parse(fs.readFileSync(path.join(__dirname, "fixtures", "single-gateway-stacks.json"), "utf8")) as Record<
             string,
             { config: Record<string, unknown>; resources: { type: string; name: string; inputs: Record<string, string> }[]; outputs: string[] }
@@ -59,6 +63,8 @@ describe("two clouds", () => {
             ["a smaller MTU than guests use", twoClouds({ gateways: [{ ...OVH, tunnelMtu: 1380 }] }), "wgexit:gateways[0].tunnelMtu", /below tunnelMtu 1420/],
             ["a public tunnel block", twoClouds({ gateways: [{ ...OVH, tunnelCidr: "198.18.0.0/24".replace("198.18", "203.0") }] }), "wgexit:gateways[0].tunnelCidr", /public address space/],
             ["reply tables on another route table", twoClouds({ laptops: [{ ...LAPTOP, routeTable: 7699 }] }), "wgexit:sites[0].routeTable", /laptops\[0\]\.routeTable is 7699/],
+            ["a forward on a further gateway's WireGuard port", twoClouds({ gateways: [{ ...OVH, listenPort: 51821 }], portForwards: [WEB_FORWARD, { ...WEB_FORWARD, name: "game", protocol: "udp", port: 51821 }] }), "wgexit:portForwards[1].port", /gateway ovh's WireGuard port \(wgexit:gateways\[0\]\.listenPort\), and forwards are opened on every gateway/],
+            ["a forward on a further gateway's SSH port", twoClouds({ gateways: [{ ...OVH, existing: { ...OVH.existing, port: 2222 } }], portForwards: [{ ...WEB_FORWARD, port: 2222 }] }), "wgexit:portForwards[0].port", /gateway ovh's SSH port \(wgexit:gateways\[0\]\.existing\.port\)/],
             ["in a site stack", { sshPrivateKey: baseConfig("existing").sshPrivateKey, gatewayStack: "acme/wgexit/gw", sites: [SITE], gateways: [OVH] }, "wgexit:gateways", /belongs in the gateway stack/],
         ];
         for (const [what, config, key, message] of cases) {
@@ -99,6 +105,16 @@ describe("two clouds", () => {
             assert.match(failover, /ADDRESS_V4='10\.67\.0\.2\/32'/);
             assert.match(failover, /Endpoint = 198\.51\.100\.40:51820/);
             assert.match(command("site-home-install").create, /oifname \{ "wgexit0", "wgexit0-2" \} counter drop comment "nothing else enters the tunnel"/);
+        });
+
+        it("opens the stack's port forwards on every gateway; the site admits them from every tunnel", async () => {
+            const forwarded = await runProgram(twoClouds({ portForwards: [WEB_FORWARD] }), "prod", {}, { asCli: true });
+            const create = (name: string) => String(forwarded.registrations.find((x) => x.name === name)?.inputs.create);
+            const dnat = /add rule inet wgexit_gateway port_forwards meta nfproto ipv4 tcp dport 8443 dnat ip to 192\.168\.100\.50:443 comment "port forward web"/;
+            assert.match(create("gateway-peers"), dnat);
+            assert.match(create("gateway-ovh-peers"), dnat);
+            assert.match(create("site-home-install"), /iifname \{ "wgexit0", "wgexit0-2" \} oifname "virbr-wg" ip daddr 192\.168\.100\.50 tcp dport 443 ct state new accept comment "port forward web"/);
+            assert.doesNotMatch(command("gateway-ovh-peers").create, /port_forwards meta nfproto/);
         });
 
         it("gives each roaming client a config per gateway, as a secret", () => {
