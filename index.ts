@@ -153,7 +153,7 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
             mtu: config.gateway.tunnelMtu,
             gateway: { publicKey: gatewayKey, endpoint: gatewayEndpoint },
             ...(further.length
-                ? { furtherGateways: further.map((f) => ({ name: f.config.name, ...addressesIn(f.config.settings, a.hostIndex), mtu: f.config.settings.tunnelMtu, publicKey: f.publicKey, endpoint: f.endpoint })) }
+                ? { furtherGateways: further.map((f) => ({ name: f.name, ...addressesIn(f.settings, a.hostIndex), mtu: f.settings.tunnelMtu, publicKey: f.publicKey, endpoint: f.endpoint })) }
                 : {}),
         });
         return { name: peer.name, client };
@@ -169,7 +169,7 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
     const forwards = [...config.portForwards, ...remote.flatMap((r) => r.portForwards)];
     // Every gateway is a peer of the others: the first is reached at its deferred facts too.
     const first = { name: FIRST_GATEWAY, settings: config.gateway, publicKey: gatewayKey, endpoint: gatewayEndpoint };
-    const all = [first, ...further.map((f) => ({ name: f.config.name, settings: f.config.settings, publicKey: f.publicKey, endpoint: f.endpoint }))];
+    const all = [first, ...further.map((f) => ({ name: f.name, settings: f.settings, publicKey: f.publicKey, endpoint: f.endpoint }))];
     const meshFor = (self: string) => all.filter((g) => g.name !== self).map((g) => meshPeer(g));
     const gateway = new CloudGateway("gateway", {
         placement: config.placement,
@@ -191,22 +191,22 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
     // first: a forwarded service stays reachable, at that gateway's address, while the first is down.
     const joinsFurther = [...config.tunnelPeers.filter((p) => p.kind !== "laptop"), ...remote.filter((r) => r.peer.kind === "site").map((r) => r.peer)];
     const furtherGateways = further.map((f) => {
-        const inThisTunnel = (p: TunnelPeer) => ({ ...p, ...addressesIn(f.config.settings, p.hostIndex) });
+        const inThisTunnel = (p: TunnelPeer) => ({ ...p, ...addressesIn(f.settings, p.hostIndex) });
         const peers = joinsFurther.map(inThisTunnel);
-        const made = new CloudGateway(`gateway-${f.config.name}`, {
+        const made = new CloudGateway(`gateway-${f.name}`, {
             placement: f.config.placement,
-            settings: { ...f.config.settings, answerProbes: true },
+            settings: { ...f.settings, answerProbes: true },
             existing: f.config.existing,
             oci: f.config.oci,
             ovh: f.config.ovh,
             sshUser: config.sshUser,
             sshPublicKey: config.sshPublicKey,
             ssh,
-            peers: [...peers.map((p) => ({ ...gatewayPeerFor(p, peers), publicKey: keys.get(p.name) as pulumi.Input<string> })), ...meshFor(f.config.name)],
+            peers: [...peers.map((p) => ({ ...gatewayPeerFor(p, peers), publicKey: keys.get(p.name) as pulumi.Input<string> })), ...meshFor(f.name)],
             portForwards: forwards,
         });
         f.resolve(made);
-        return { name: f.config.name, made, settings: f.config.settings };
+        return { name: f.name, made, settings: f.settings };
     });
 
     return {

@@ -4,6 +4,7 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import type { StackConfig } from "./config";
+import { sshPortOf } from "./config.gateways";
 import {
     ConfigError,
     type ConfigProblem,
@@ -96,7 +97,7 @@ export function allocateRemotePeers(config: StackConfig, byStack: { stack: strin
     // Forwards are opened on every gateway: a further gateway's own ports are taken too.
     config.extraGateways.forEach((g, n) => {
         if (!ports.has(`udp/${g.settings.listenPort}`)) ports.set(`udp/${g.settings.listenPort}`, `gateway ${g.name}'s WireGuard (${PROJECT}:gateways[${n}].listenPort)`);
-        const ssh = `tcp/${g.placement === "existing" ? (g.existing?.port ?? 22) : 22}`;
+        const ssh = `tcp/${sshPortOf(g)}`;
         if (!ports.has(ssh)) ports.set(ssh, `gateway ${g.name}'s SSH`);
     });
     for (const f of found) {

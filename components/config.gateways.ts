@@ -75,7 +75,7 @@ export function resolveExtraGateways(
             if (priorHost) problems.push({ key: key(i, "existing.host"), message: `${g.existing.host} is already used by ${priorHost}; each gateway needs a host of its own (one role directory, one firewall table each)` });
         }
         const listenPort = g.listenPort ?? first.settings?.listenPort ?? 51820;
-        const sshPort = g.placement === "existing" ? (g.existing?.port ?? 22) : 22;
+        const sshPort = sshPortOf(g);
         if (listenPort === sshPort) problems.push({ key: key(i, "listenPort"), message: `${listenPort} is this gateway's SSH port; WireGuard needs a UDP port of its own, for example 51820` });
         // Guest networks take the first gateway's MTU; a smaller tunnel behind them would drop what fits the first.
         if (g.tunnelMtu !== undefined && first.settings && g.tunnelMtu < first.settings.tunnelMtu) {
@@ -112,6 +112,11 @@ export function resolveExtraGateways(
     return out;
 }
 
+/** A gateway's SSH port: an existing host's as configured, a new cloud instance's 22. */
+export function sshPortOf(g: Pick<ExtraGatewayConfig, "placement" | "existing">): number {
+    return g.placement === "existing" ? (g.existing?.port ?? 22) : 22;
+}
+
 /**
  * Port forwards are opened on every gateway (each is a way in while another is down), so none
  * may take a further gateway's WireGuard or SSH port. A clash with the first gateway's ports is
@@ -122,7 +127,7 @@ export function checkForwardsOnGateways(forwards: { protocol: "tcp" | "udp"; por
         const key = `${PROJECT}:portForwards[${i}].port`;
         gateways.forEach((g, n) => {
             if (problems.some((p) => p.key === key)) return;
-            const sshPort = g.placement === "existing" ? (g.existing?.port ?? 22) : 22;
+            const sshPort = sshPortOf(g);
             if (f.protocol === "udp" && f.port === g.settings.listenPort) {
                 problems.push({ key, message: `udp/${f.port} is gateway ${g.name}'s WireGuard port (${PROJECT}:gateways[${n}].listenPort), and forwards are opened on every gateway; use another port` });
             } else if (f.protocol === "tcp" && f.port === sshPort) {
