@@ -13,7 +13,7 @@ import { Lab } from "../lab/lab";
 import { phase } from "../lab/progress";
 import { baseConfig, runProgram } from "../test/helpers/program";
 import { type ApplyTime, applyTimes } from "./applyTime";
-import { bareSetup, oursSetup, type PmtuDownload, pmtuDownload, type Setup, seedSetup, type Walls } from "./dataplane";
+import { bareSetup, oursSetup, type PmtuDownload, pmtuDownload, type Setup, seedSetup, STREAMS, type Walls } from "./dataplane";
 import { type FailoverTimes, failoverTimes } from "./failover";
 import { ablation, alternate, type RoundResults, ratios, type Spread, spread, type VariantResult, verdict } from "./rounds";
 
@@ -179,7 +179,7 @@ function dataPlaneMarkdown(d: DataPlane): string[] {
         `| ${name} | ${xs[0]?.internet === undefined ? "-" : range(spread(internet(xs)))} | ${range(spread(tunnel(xs)))} | ${xs[0]?.internet === undefined ? "-" : range(spread(ratios(internet(xs), tunnel(xs))), 2)} | ${range(pingMedian(xs.map((x) => x.pingInternetMs)), 3)} | ${range(pingMedian(xs.map((x) => x.pingTunnelMs)), 3)} | ${range(spread(xs.map((x) => x.gatewaySocketDropPct ?? Number.NaN).filter((x) => !Number.isNaN(x))), 1)} | ${pmtu ? (pmtu.completed ? `completes in ${pmtu.seconds} s` : `does not complete (${pmtu.bytes} bytes in ${pmtu.seconds} s)`) : "-"} |`;
     const latencyAdded = (a: typeof ours) => spread(a.map((x, i) => (spread(x.pingTunnelMs)?.median ?? 0) - (spread(bare[i]?.pingTunnelMs ?? [])?.median ?? 0)));
     const lines = [
-        `Data plane: ${d.rounds.rounds} rounds; in each, ours, the seed and bare WireGuard come up, are measured (iperf3 to each end, ${d.rounds.repeats} × ${d.rounds.seconds} s after 1 s left out, averaged; pings) and go down, in alternating order. Each cell: median over rounds (min–max). Load average (1, 5, 15 min) before: ${d.load.before.join(", ")}; after the ablation: ${d.load.after.join(", ")}.`,
+        `Data plane: ${d.rounds.rounds} rounds; in each, ours, the seed and bare WireGuard come up, are measured (iperf3 to each end with ${STREAMS} streams, ${d.rounds.repeats} × ${d.rounds.seconds} s after 1 s left out, averaged; pings) and go down, in alternating order. Each cell: median over rounds (min–max). Load average (1, 5, 15 min) before: ${d.load.before.join(", ")}; after the ablation: ${d.load.after.join(", ")}.`,
         "",
         `| setup | guest → internet Mbit/s | → tunnel end Mbit/s | internet ÷ tunnel | ping internet ms | ping tunnel end ms | tunnel packets the gateway's socket dropped, % | 4 MB download, server drops "frag needed" |`,
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
