@@ -39,7 +39,7 @@ interface GatewayView {
     addresses: Record<string, { addressV4: string; addressV6: string; hostIndex?: number }>;
     /** The first gateway's tunnel address: what a site's health check pings. */
     probe: string;
-    /** The further gateways (key gateways), which sites join as well, and how sites choose between all of them. */
+    /** The further gateways (key gateways), which sites and laptops join as well, and how they choose between all of them. */
     further?: FurtherView[];
     failover?: FailoverConfig;
 }
@@ -47,9 +47,11 @@ interface GatewayView {
 /** A further gateway as the others see it: its tunnel settings, and its key and endpoint once it exists. */
 interface FurtherView {
     name: string;
-    settings: Pick<GatewaySettingsConfig, "tunnelCidr" | "tunnelCidrV6" | "tunnelMtu" | "addressV4">;
+    settings: Pick<GatewaySettingsConfig, "tunnelCidr" | "tunnelCidrV6" | "tunnelMtu" | "addressV4" | "listenPort">;
     publicKey: pulumi.Input<string>;
     endpoint: pulumi.Input<string>;
+    /** Its public address: what a laptop lets its VM reach. */
+    publicAddress: pulumi.Input<string>;
 }
 
 /** The KVM sites and laptops of this stack, joined to the gateway where it knows them. */
@@ -59,27 +61,32 @@ function sitesAndLaptops(config: StackConfig, gateway: GatewayView, ssh: SshCred
         return a && { ...a, mtu: gateway.tunnelMtu };
     };
     const further = gateway.further ?? [];
-    const failoverOf = (site: StackConfig["sites"][number], hostIndex: number | undefined) =>
-        further.length && hostIndex !== undefined && gateway.failover
+    // A site's or laptop VM's tunnel to each further gateway, at its host index in that gateway's block.
+    const failoverOf = (host: { name: string; wgInterface: string }) => {
+        const hostIndex = gateway.addresses[host.name]?.hostIndex;
+        return further.length && hostIndex !== undefined && gateway.failover
             ? {
                   first: { gateway: FIRST_GATEWAY, probe: gateway.probe },
                   further: further.map((f, n) => ({
                       gateway: f.name,
-                      wgInterface: tunnelInterfaceFor(site.wgInterface, n + 1),
+                      wgInterface: tunnelInterfaceFor(host.wgInterface, n + 1),
                       ...addressesIn(f.settings, hostIndex),
                       mtu: f.settings.tunnelMtu,
                       probe: f.settings.addressV4,
                       publicKey: f.publicKey,
                       endpoint: f.endpoint,
+                      publicAddress: f.publicAddress,
+                      listenPort: f.settings.listenPort,
                   })),
                   settings: gateway.failover,
               }
             : undefined;
+    };
     const sites = config.sites.map((site) => {
         const a = tunnelOf(site.name);
         const kvm = new KvmSite(`site-${site.name}`, {
             site,
-            tunnel: a && { ...a, gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint }, failover: failoverOf(site, gateway.addresses[site.name]?.hostIndex) },
+            tunnel: a && { ...a, gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint }, failover: failoverOf(site) },
             portForwards: config.portForwards.filter((f) => f.site === site.name),
             ssh,
         });
@@ -89,7 +96,7 @@ function sitesAndLaptops(config: StackConfig, gateway: GatewayView, ssh: SshCred
         const a = tunnelOf(laptop.name);
         const client = new LaptopClient(`laptop-${laptop.name}`, {
             laptop,
-            tunnel: a && { ...a, gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint, publicAddress: gateway.publicAddress, listenPort: gateway.listenPort } },
+            tunnel: a && { ...a, gateway: { publicKey: gateway.publicKey, endpoint: gateway.endpoint, publicAddress: gateway.publicAddress, listenPort: gateway.listenPort }, failover: failoverOf(laptop) },
             ssh,
         });
         return { name: laptop.name, client, hostIndex: laptop.hostIndex };
@@ -129,15 +136,18 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
     const further = config.extraGateways.map((g) => {
         const [publicKey, resolveKey] = pulumi.deferredOutput<string>();
         const [endpoint, resolveEndpoint] = pulumi.deferredOutput<string>();
+        const [publicAddress, resolveAddress] = pulumi.deferredOutput<string>();
         return {
             name: g.name,
             settings: g.settings,
             config: g,
             publicKey,
             endpoint,
+            publicAddress,
             resolve: (made: CloudGateway) => {
                 resolveKey(made.publicKey);
                 resolveEndpoint(made.endpoint);
+                resolveAddress(made.publicAddress);
             },
         };
     });
@@ -186,13 +196,12 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
     resolveGatewayKey(gateway.publicKey);
     resolveGatewayEndpoint(gateway.endpoint);
     resolveGatewayAddress(gateway.publicAddress);
-    // Further gateways take every site (this stack's and its peer stacks') and this stack's
-    // roaming clients (laptops join the first only), and open the same port forwards as the
-    // first: a forwarded service stays reachable, at that gateway's address, while the first is down.
-    const joinsFurther = [...config.tunnelPeers.filter((p) => p.kind !== "laptop"), ...remote.filter((r) => r.peer.kind === "site").map((r) => r.peer)];
+    // Further gateways take every peer of the first (sites, laptops and roaming clients, this
+    // stack's and its peer stacks'), and open the same port forwards as the first: a forwarded
+    // service stays reachable, at that gateway's address, while the first is down.
     const furtherGateways = further.map((f) => {
         const inThisTunnel = (p: TunnelPeer) => ({ ...p, ...addressesIn(f.settings, p.hostIndex) });
-        const peers = joinsFurther.map(inThisTunnel);
+        const peers = everyone.map(inThisTunnel);
         const made = new CloudGateway(`gateway-${f.name}`, {
             placement: f.config.placement,
             settings: { ...f.settings, answerProbes: true },
@@ -240,6 +249,7 @@ async function gatewayStack(config: StackConfig, ssh: SshCredentials): Promise<O
                               tunnelCidrV6: g.settings.tunnelCidrV6,
                               gatewayAddress: g.settings.addressV4,
                               mtu: g.settings.tunnelMtu,
+                              listenPort: g.settings.listenPort,
                               preference: n + 2,
                           },
                       ]),
@@ -281,7 +291,13 @@ async function joinRemoteGateway(config: StackConfig, stack: string, ssh: SshCre
         ...facts,
         addresses,
         probe: facts.gatewayAddress,
-        further: further.map((g) => ({ name: g.name, settings: { tunnelCidr: g.tunnelCidr, tunnelCidrV6: g.tunnelCidrV6, tunnelMtu: g.mtu, addressV4: g.gatewayAddress }, publicKey: g.publicKey, endpoint: g.endpoint })),
+        further: further.map((g) => ({
+            name: g.name,
+            settings: { tunnelCidr: g.tunnelCidr, tunnelCidrV6: g.tunnelCidrV6, tunnelMtu: g.mtu, addressV4: g.gatewayAddress, listenPort: g.listenPort },
+            publicKey: g.publicKey,
+            endpoint: g.endpoint,
+            publicAddress: g.address,
+        })),
         failover: facts.further?.failover,
     };
     const local = sitesAndLaptops(config, view, ssh);

@@ -108,12 +108,12 @@ export function allocateRemotePeers(config: StackConfig, byStack: { stack: strin
             ports.set(claim, `stack ${f.stack} (${forward.name})`);
         }
     }
-    // A peer stack's site joins every gateway at its host index: each further block must hold it.
-    for (const f of found.filter((x) => x.peer.kind === "site")) {
+    // A peer stack's site or laptop joins every gateway at its host index: each further block must hold it.
+    for (const f of found) {
         const index = all.find((p) => p.name === f.peer.name)?.hostIndex ?? 0;
         config.extraGateways.forEach((g, n) => {
             const capacity = Number(size(parseCidr(g.settings.tunnelCidr) as Cidr)) - 2;
-            if (index > capacity) problems.push({ key: f.key, message: `stack ${f.stack}'s site ${f.peer.name} has host index ${index}, beyond what ${PROJECT}:gateways[${n}].tunnelCidr (${g.settings.tunnelCidr}) holds (${capacity}); use a block as large as tunnelCidr there` });
+            if (index > capacity) problems.push({ key: f.key, message: `stack ${f.stack}'s ${f.peer.kind} ${f.peer.name} has host index ${index}, beyond what ${PROJECT}:gateways[${n}].tunnelCidr (${g.settings.tunnelCidr}) holds (${capacity}); use a block as large as tunnelCidr there` });
         });
     }
     if (problems.length > 0) throw new ConfigError(problems);

@@ -138,32 +138,37 @@ export function checkForwardsOnGateways(forwards: { protocol: "tcp" | "udp"; por
 }
 
 /**
- * What every site needs with `count` gateways, in a gateway stack or in a site stack that
- * joins one: reply tables (one per gateway, just below routeTable: siteFailover.render.ts)
- * clear of 253-255 and of every other routeTable, and no bridge named like a further tunnel.
+ * What every site and laptop VM needs with `count` gateways, in a gateway stack or in a stack
+ * that joins one: reply tables (one per gateway, just below routeTable: failover.render.ts)
+ * clear of 253-255 and of the routeTable of any other role on the same host (a site and a
+ * laptop's VM may share one), and no bridge or VM link named like a further tunnel.
  */
 export function checkSitesForGateways(
-    sites: { routeTable: number; wgInterface: string; networks: { bridge: string }[] }[],
-    laptops: { routeTable: number }[],
+    sites: { routeTable: number; wgInterface: string; connection: { host: string; port: number }; networks: { bridge: string }[] }[],
+    laptops: { routeTable: number; wgInterface: string; vm: { host: string; port: number }; vmLink: string }[],
     count: number,
     problems: ConfigProblem[],
 ): void {
-    const tablesInUse = [...sites.map((s, i) => ({ table: s.routeTable, key: `${PROJECT}:sites[${i}].routeTable` })), ...laptops.map((l, i) => ({ table: l.routeTable, key: `${PROJECT}:laptops[${i}].routeTable` }))];
-    sites.forEach((s, i) => {
-        const low = s.routeTable - count;
-        const clash = tablesInUse.find((t) => t.table >= low && t.table < s.routeTable);
-        if (low < 1 || (low <= 255 && s.routeTable - 1 >= 253)) {
-            problems.push({ key: `${PROJECT}:sites[${i}].routeTable`, message: `with ${count} gateways the site also uses tables ${low}-${s.routeTable - 1} (replies by the tunnel they came in on); use a routeTable of ${count + 1} or more that keeps them clear of 253-255, for example 7700` });
+    const id = (c: { host: string; port: number }) => `${c.host.toLowerCase()}:${c.port}`;
+    const hosts = [
+        ...sites.map((s, i) => ({ key: `${PROJECT}:sites[${i}]`, what: "the site", host: id(s.connection), routeTable: s.routeTable, wgInterface: s.wgInterface, links: s.networks.map((n, j) => ({ name: n.bridge, key: `networks[${j}].bridge`, example: "virbr-wg" })) })),
+        ...laptops.map((l, i) => ({ key: `${PROJECT}:laptops[${i}]`, what: "the laptop's VM", host: id(l.vm), routeTable: l.routeTable, wgInterface: l.wgInterface, links: [{ name: l.vmLink, key: "vmLink", example: "enp0s2" }] })),
+    ];
+    for (const h of hosts) {
+        const low = h.routeTable - count;
+        const clash = hosts.find((t) => t.host === h.host && t.routeTable >= low && t.routeTable < h.routeTable);
+        if (low < 1 || (low <= 255 && h.routeTable - 1 >= 253)) {
+            problems.push({ key: `${h.key}.routeTable`, message: `with ${count} gateways ${h.what} also uses tables ${low}-${h.routeTable - 1} (replies by the tunnel they came in on); use a routeTable of ${count + 1} or more that keeps them clear of 253-255, for example 7700` });
         } else if (clash) {
-            problems.push({ key: `${PROJECT}:sites[${i}].routeTable`, message: `with ${count} gateways the site also uses tables ${low}-${s.routeTable - 1}, and ${clash.key} is ${clash.table}; leave ${count} free numbers below each routeTable` });
+            problems.push({ key: `${h.key}.routeTable`, message: `with ${count} gateways ${h.what} also uses tables ${low}-${h.routeTable - 1}, and ${clash.key}.routeTable is ${clash.routeTable}; leave ${count} free numbers below each routeTable on a host` });
         }
         for (let n = 1; n < count; n++) {
-            const name = tunnelInterfaceFor(s.wgInterface, n);
-            s.networks.forEach((net, j) => {
-                if (net.bridge === name) problems.push({ key: `${PROJECT}:sites[${i}].networks[${j}].bridge`, message: `"${name}" is the site's tunnel to gateway ${n + 1}; pick another bridge name such as "virbr-wg"` });
-            });
+            const name = tunnelInterfaceFor(h.wgInterface, n);
+            for (const link of h.links) {
+                if (link.name === name) problems.push({ key: `${h.key}.${link.key}`, message: `"${name}" is ${h.what}'s tunnel to gateway ${n + 1}; pick another name such as "${link.example}"` });
+            }
         }
-    });
+    }
 }
 
 /** A site's tunnel interface for its n-th gateway (n ≥ 1): the first's name and the gateway's number. */

@@ -30,7 +30,7 @@ export interface SiteSettings {
     domainType: "kvm" | "qemu";
     /** Ports forwarded from the gateway's public address to guests of this site. */
     portForwards: PortForward[];
-    /** Tunnels to the stack's other gateways (siteFailover.render.ts): the firewall treats them as the first. */
+    /** Tunnels to the stack's other gateways (failover.render.ts): the firewall treats them as the first. */
     extraTunnels?: string[];
 }
 

@@ -3,7 +3,7 @@
 // and its LAN off with its own nftables table, and runs libvirt routed networks and
 // guests (GuestVm) defined from generated XML. Renderers live in kvmSite.render.ts.
 import * as pulumi from "@pulumi/pulumi";
-import type { FailoverConfig, PortForward, ResolvedSite } from "./config";
+import type { PortForward, ResolvedSite } from "./config";
 import { type HostConnection, hostStep, type SshCredentials } from "./connection";
 import { GuestVm } from "./guestVm";
 import {
@@ -16,13 +16,8 @@ import {
     type SiteSettings,
 } from "./kvmSite.render";
 import { renderHostKeyCommand, renderHostKeyRemoveCommand } from "./roleScript";
-import { renderFailoverInstallCommand, renderFailoverRemoveCommand, type SiteTunnel } from "./siteFailover.render";
-
-/** One of the stack's further gateways, as a site joins it. */
-export interface FurtherGateway extends SiteTunnel {
-    publicKey: pulumi.Input<string>;
-    endpoint: pulumi.Input<string>;
-}
+import { type FailoverPlan, failoverStep } from "./failover";
+import { SITE_FAILOVER } from "./failover.render";
 
 export interface KvmSiteArgs {
     site: ResolvedSite;
@@ -40,7 +35,7 @@ export interface KvmSiteArgs {
          * More than one gateway (key gateways): the first one's name and tunnel address, the
          * others in order of preference, and how the site chooses between them.
          */
-        failover?: { first: { gateway: string; probe: string }; further: FurtherGateway[]; settings: FailoverConfig };
+        failover?: FailoverPlan;
     };
     /** Ports the gateway forwards to this site's guests: the site's firewall lets them in. */
     portForwards: PortForward[];
@@ -101,7 +96,11 @@ export class KvmSite extends pulumi.ComponentResource {
             { parent: this, dependsOn: [key] },
         );
 
-        if (tunnel.failover) this.failover(name, settings, tunnel.failover, install);
+        // The tunnels to the further gateways and the health check that moves guest traffic between all of them.
+        if (tunnel.failover) {
+            const bridges = site.networks.map((n) => n.bridge);
+            failoverStep(`${name}-failover`, SITE_FAILOVER, settings, bridges, tunnel.failover, this.connection, { parent: this, dependsOn: [install] });
+        }
 
         // Networks, then guests on them; destroy runs in the reverse order.
         for (const network of site.networks) {
@@ -119,19 +118,5 @@ export class KvmSite extends pulumi.ComponentResource {
                 new GuestVm(`${name}-guest-${guest.name}`, { guest, network, settings, connection: this.connection, after: [net] }, { parent: this });
             }
         }
-    }
-
-    /** The tunnels to the further gateways and the health check that moves guest traffic between all of them. */
-    private failover(name: string, site: SiteSettings, f: NonNullable<NonNullable<KvmSiteArgs["tunnel"]>["failover"]>, install: pulumi.Resource): void {
-        const tunnels: SiteTunnel[] = [
-            { gateway: f.first.gateway, wgInterface: site.wgInterface, addressV4: site.addressV4, addressV6: site.addressV6, mtu: site.tunnelMtu, probe: f.first.probe },
-            ...f.further.map((g) => ({ gateway: g.gateway, wgInterface: g.wgInterface, addressV4: g.addressV4, addressV6: g.addressV6, mtu: g.mtu, probe: g.probe })),
-        ];
-        const command = pulumi
-            .all(f.further.map((g) => pulumi.all([g.publicKey, g.endpoint])))
-            .apply((peers) =>
-                renderFailoverInstallCommand({ tunnels, failover: f.settings, routeTable: site.routeTable, bridges: site.networks.map((n) => n.bridge) }, peers.map(([publicKey, endpoint]) => ({ publicKey, endpoint }))),
-            );
-        hostStep(`${name}-failover`, { connection: this.connection, create: command, update: command, delete: renderFailoverRemoveCommand() }, { parent: this, dependsOn: [install] });
     }
 }

@@ -20,6 +20,8 @@ export interface LaptopVmSettings {
     vmLink: string;
     laptopAddress: string;
     laptopAddressV6?: string;
+    /** Tunnels to the stack's other gateways (failover.render.ts): the firewall treats them as the first. */
+    extraTunnels?: string[];
 }
 
 export interface LaptopSettings {
@@ -30,6 +32,8 @@ export interface LaptopSettings {
     /** The gateway's public IPv4 address (or DNS name) and WireGuard port. */
     endpointHost: string;
     endpointPort: number;
+    /** With more than one gateway, the others' "host:port", in order: the VM's WireGuard flows to them pass too. */
+    moreEndpoints?: string[];
     resolver: string;
     /** macOS: the network service whose DNS servers are set. */
     networkService: string;
@@ -42,7 +46,7 @@ export interface LaptopGateway {
 
 /** The VM's table: the laptop's traffic leaves only through the tunnel, masqueraded to the VM's tunnel address. */
 export function renderLaptopVmRuleset(s: LaptopVmSettings): string {
-    const wg = JSON.stringify(s.wgInterface);
+    const wg = s.extraTunnels?.length ? `{ ${[s.wgInterface, ...s.extraTunnels].map((n) => JSON.stringify(n)).join(", ")} }` : JSON.stringify(s.wgInterface);
     const link = JSON.stringify(s.vmLink);
     const v6 = s.laptopAddressV6;
     return `# wgexit laptop VM firewall: one table, replaced atomically by ${VM_SCRIPT}.
@@ -117,6 +121,7 @@ export function renderLaptopSettings(s: LaptopSettings): string {
         VM_V6: s.vmAddressV6 ?? "",
         ENDPOINT_HOST: s.endpointHost,
         ENDPOINT_PORT: s.endpointPort,
+        ...(s.moreEndpoints?.length ? { MORE_ENDPOINTS: s.moreEndpoints.join(" ") } : {}),
         RESOLVER: s.resolver,
         STATE_DIR: dir,
         ROLE_SCRIPT: `${dir}/laptop.sh`,

@@ -1,11 +1,14 @@
 // LaptopClient: a Mac or Linux desktop sends all its traffic through a local Linux VM that
 // holds the tunnel. The VM makes its key, SNATs the laptop into the tunnel behind a kill
-// switch; the laptop routes everything to the VM, keeps only the endpoint route on its
-// uplink, and firewalls that uplink down to DHCP and the WireGuard flow. Renderers live in
-// laptopClient.render.ts.
+// switch; the laptop routes everything to the VM, keeps only the endpoint routes on its
+// uplink, and firewalls that uplink down to DHCP and the WireGuard flows. With more than one
+// gateway the VM holds a tunnel to each and its health check moves the laptop's traffic
+// between them (failover.ts, as on a KVM site). Renderers live in laptopClient.render.ts.
 import * as pulumi from "@pulumi/pulumi";
 import type { LaptopConfig } from "./config";
 import { type HostConnection, hostStep, type SshCredentials } from "./connection";
+import { type FailoverPlan, type FurtherGateway, failoverStep } from "./failover";
+import { LAPTOP_VM_FAILOVER } from "./failover.render";
 import {
     type LaptopSettings,
     type LaptopVmSettings,
@@ -29,8 +32,15 @@ export interface LaptopClientArgs {
         addressV6: string;
         mtu: number;
         gateway: { publicKey: pulumi.Input<string>; endpoint: pulumi.Input<string>; publicAddress: pulumi.Input<string>; listenPort: number };
+        /** More than one gateway: as a site's (KvmSiteArgs), each further one with the address and port the laptop lets the VM reach. */
+        failover?: FailoverPlan<FurtherLaptopGateway>;
     };
     ssh: SshCredentials;
+}
+
+export interface FurtherLaptopGateway extends FurtherGateway {
+    publicAddress: pulumi.Input<string>;
+    listenPort: number;
 }
 
 export class LaptopClient extends pulumi.ComponentResource {
@@ -54,6 +64,7 @@ export class LaptopClient extends pulumi.ComponentResource {
 
     /** The VM's tunnel, SNAT and kill switch, then the laptop's switch-over. */
     private join(name: string, l: LaptopConfig, tunnel: NonNullable<LaptopClientArgs["tunnel"]>, vmConnection: HostConnection, laptopConnection: HostConnection, key: pulumi.Resource): void {
+        const further = tunnel.failover?.further ?? [];
         const vmSettings: LaptopVmSettings = {
             name: l.name,
             wgInterface: l.wgInterface,
@@ -64,13 +75,16 @@ export class LaptopClient extends pulumi.ComponentResource {
             vmLink: l.vmLink,
             laptopAddress: l.laptopAddress,
             laptopAddressV6: l.laptopAddressV6,
+            ...(further.length ? { extraTunnels: further.map((g) => g.wgInterface) } : {}),
         };
         const vmInstall = pulumi
             .all([tunnel.gateway.publicKey, tunnel.gateway.endpoint])
             .apply(([publicKey, endpoint]) => renderLaptopVmInstallCommand(vmSettings, { publicKey, endpoint }));
         const vm = hostStep(`${name}-vm`, { connection: vmConnection, create: vmInstall, update: vmInstall, delete: renderLaptopVmRemoveCommand() }, { parent: this, dependsOn: [key] });
+        // The VM's tunnels to the further gateways and the health check that moves the laptop's traffic between all of them.
+        if (tunnel.failover) failoverStep(`${name}-failover`, LAPTOP_VM_FAILOVER, vmSettings, [l.vmLink], tunnel.failover, vmConnection, { parent: this, dependsOn: [vm] });
 
-        const laptopInstall = pulumi.output(tunnel.gateway.publicAddress).apply((endpointHost) => {
+        const laptopInstall = pulumi.all([tunnel.gateway.publicAddress, ...further.map((g) => g.publicAddress)]).apply(([endpointHost, ...others]) => {
             const settings: LaptopSettings = {
                 name: l.name,
                 os: l.os,
@@ -78,6 +92,7 @@ export class LaptopClient extends pulumi.ComponentResource {
                 vmAddressV6: l.vmAddressV6,
                 endpointHost,
                 endpointPort: tunnel.gateway.listenPort,
+                ...(further.length ? { moreEndpoints: further.map((g, i) => `${others[i]}:${g.listenPort}`) } : {}),
                 resolver: l.resolver,
                 networkService: l.networkService,
             };

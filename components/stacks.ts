@@ -29,6 +29,9 @@ export interface FurtherGatewayFacts {
     tunnelCidrV6: string;
     gatewayAddress: string;
     mtu: number;
+    /** Its public address and WireGuard port: what a laptop lets its VM reach. */
+    address: string;
+    listenPort: number;
     /** 2 for the first further gateway, 3 for the next, …: the order sites prefer them in. */
     preference: number;
 }
@@ -49,7 +52,7 @@ async function readOutput(ref: pulumi.StackReference, key: string, stack: string
     return value;
 }
 
-const FURTHER_FIELDS = ["publicKey", "endpoint", "tunnelCidr", "tunnelCidrV6", "gatewayAddress", "mtu", "preference"] as const;
+const FURTHER_FIELDS = ["publicKey", "endpoint", "tunnelCidr", "tunnelCidrV6", "gatewayAddress", "mtu", "address", "listenPort", "preference"] as const;
 
 /** The further gateways, checked: a gateway stack deployed by an older wgexit publishes fewer fields. */
 function furtherFacts(stack: string, byName: unknown, failover: unknown): GatewayFacts["further"] {

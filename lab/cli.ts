@@ -7,6 +7,7 @@ import { laptopScenario } from "./laptopScenario";
 import { phase } from "./progress";
 import { siteScenario } from "./siteScenario";
 import { splitScenario } from "./splitScenario";
+import { twoCloudsLaptopScenario } from "./twoCloudsLaptopScenario";
 import { twoCloudsScenario } from "./twoCloudsScenario";
 import { LabWorld } from "./world";
 
@@ -61,6 +62,7 @@ async function main(): Promise<number> {
         if (only === undefined || only === "split") await phase("scenario stacks/split: a gateway stack and a site stack", () => splitScenario(lab));
         if (only === undefined || only === "twoclouds") await phase("scenario gateways/two-clouds: two gateways, failover without leaks", () => twoCloudsScenario(lab));
         if (only === undefined || only === "laptop") await phase("scenario laptop/linux: a laptop through its local VM", () => laptopScenario(lab));
+        if (only === undefined || only === "twoclouds" || only === "laptop") await phase("scenario gateways/two-clouds-laptop: a laptop's VM on two gateways", () => twoCloudsLaptopScenario(lab));
     } catch (e) {
         lab.record("lab", "scenarios ran to the end", false, (e as Error).message);
         console.error((e as Error).message);

@@ -30,9 +30,9 @@ interface Capture {
 
 /**
  * Captures every frame on the home router's side of the laptop's Wi-Fi link while `during`
- * runs. Only ARP and UDP to the gateway's endpoint may come from the laptop.
+ * runs. Only ARP and UDP to the gateways' endpoints ("address.port") may come from the laptop.
  */
-async function captureUplink(lab: Lab, during: () => Promise<void>, laptopAddresses: string[] = [LAB.laptop.wlanV4]): Promise<Capture> {
+export async function captureUplink(lab: Lab, during: () => Promise<void>, laptopAddresses: string[] = [LAB.laptop.wlanV4], endpoints: string[] = [ENDPOINT]): Promise<Capture> {
     const w = lab.world;
     const pcap = path.join(w.root, "laptop-uplink.pcap");
     fs.rmSync(pcap, { force: true });
@@ -48,7 +48,7 @@ async function captureUplink(lab: Lab, during: () => Promise<void>, laptopAddres
     const frames = (await inNs(w.ns("home"), `tcpdump -r ${pcap} -nn -e 2>/dev/null`, { allowFail: true })).stdout.split("\n").filter(Boolean);
     const fromLaptop = frames.filter((f) => f.split(" ")[1] === mac);
     const dots = (s: string) => s.replace(/\./g, "\\.");
-    const allowed = (f: string) => /ethertype ARP/.test(f) || laptopAddresses.some((a) => new RegExp(`: ${dots(a)}\\.\\d+ > ${dots(ENDPOINT)}: UDP`).test(f));
+    const allowed = (f: string) => /ethertype ARP/.test(f) || laptopAddresses.some((a) => endpoints.some((e) => new RegExp(`: ${dots(a)}\\.\\d+ > ${dots(e)}: UDP`).test(f)));
     return { fromLaptop, leaks: fromLaptop.filter((f) => !allowed(f)) };
 }
 

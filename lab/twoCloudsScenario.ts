@@ -8,7 +8,7 @@ import { inNs, waitFor } from "./exec";
 import { startNamespaceGuest, stopNamespaceGuest } from "./guests";
 import { diffLines, type Lab, type StackOutputs } from "./lab";
 import { hostileGateway, startGuestListener } from "./siteScenario";
-import { LAB } from "./world";
+import { LAB, type Role } from "./world";
 
 export const FAILOVER = { probeIntervalSeconds: 1, failAfter: 3, failbackAfterSeconds: 10 };
 /** The longest a switch may take: failAfter rounds (one each interval), two to spare (a round in flight, a loaded machine), and two seconds for the guest to notice. */
@@ -17,7 +17,7 @@ const SERVER = `http://${LAB.server.v4}:${LAB.server.httpPort}/`;
 
 export const SECOND_GATEWAY = { name: "ovh", placement: "existing", existing: { host: LAB.cloud2.v4, user: "root" }, tunnelCidr: "10.67.0.0/24", tunnelCidrV6: "fd66:67:67::/64" };
 
-/** One line per answer the guest got, "<epoch seconds> <address the server saw or ->". */
+/** One line per answer the client got, "<epoch seconds> <address the server saw or ->". */
 function egressLog(file: string): { t: number; seen: string }[] {
     if (!fs.existsSync(file)) return [];
     return fs
@@ -28,6 +28,37 @@ function egressLog(file: string): { t: number; seen: string }[] {
             const [t, seen] = l.split(" ");
             return { t: Number(t), seen: seen ?? "-" };
         });
+}
+
+/** A client in a lab namespace asking the server who it is, five times a second, and what it heard. */
+export interface EgressProbe {
+    answers(): { t: number; seen: string }[];
+    /** Seconds from `since` (epoch s) to the client's first answer from `address`; NaN if none within the time. */
+    firstAnswer(since: number, address: string, timeoutMs: number): Promise<number>;
+    stop(): Promise<void>;
+}
+
+export async function startEgressProbe(lab: Lab, name: string, role: Role): Promise<EgressProbe> {
+    const w = lab.world;
+    const log = path.join(w.root, `${name}.log`);
+    fs.rmSync(log, { force: true });
+    const loop = w.startLabDaemon(name, role, ["sh", "-c", `while :; do printf '%s %s\\n' "$(date +%s.%N)" "$(curl -s -m 1 ${SERVER} || echo -)" >>${log}; sleep 0.2; done`]);
+    await waitFor(`${name}: the first answer`, () => egressLog(log).length > 0, 10_000, 100);
+    return {
+        answers: () => egressLog(log),
+        firstAnswer: async (since, address, timeoutMs) => {
+            const found = () => egressLog(log).find((e) => e.t > since && e.seen === address);
+            await waitFor(`an answer as ${address}`, () => found() !== undefined, timeoutMs, 100).catch(() => undefined);
+            const hit = found();
+            return hit ? hit.t - since : Number.NaN;
+        },
+        stop: () => w.stopLabDaemon(loop),
+    };
+}
+
+/** Cuts a cloud off the internet (its uplink on the lab internet's bridge), or brings it back. */
+export async function cutCloud(lab: Lab, cloud: "vcn" | "cloud2", down: boolean): Promise<void> {
+    await inNs(lab.world.ns("inet"), `ip link set i-${cloud} ${down ? "down" : "up"}`);
 }
 
 /** The two-gateway stack applied and running, with a guest asking the server who it is, five times a second. */
@@ -67,29 +98,19 @@ export async function startTwoClouds(lab: Lab): Promise<TwoClouds> {
     };
     await waitFor("the health check's first answer from both gateways", settled, 30_000, 250);
     const lease = await startNamespaceGuest(w, "virbr-wg");
-    const log = path.join(w.root, "guest-egress.log");
-    fs.rmSync(log, { force: true });
-    const loop = w.startLabDaemon("guest-egress", "guest", ["sh", "-c", `while :; do printf '%s %s\\n' "$(date +%s.%N)" "$(curl -s -m 1 ${SERVER} || echo -)" >>${log}; sleep 0.2; done`]);
-    await waitFor("the guest's first answer", () => egressLog(log).length > 0, 10_000, 100);
+    const egress = await startEgressProbe(lab, "guest-egress", "guest");
     let guestUp = true;
     return {
         config,
         applied,
         guest: lease.ip,
-        cut: async (cloud, down) => {
-            await inNs(w.ns("inet"), `ip link set i-${cloud} ${down ? "down" : "up"}`);
-        },
-        answers: () => egressLog(log),
-        firstAnswer: async (since, address, timeoutMs) => {
-            const found = () => egressLog(log).find((e) => e.t > since && e.seen === address);
-            await waitFor(`an answer as ${address}`, () => found() !== undefined, timeoutMs, 100).catch(() => undefined);
-            const hit = found();
-            return hit ? hit.t - since : Number.NaN;
-        },
+        cut: (cloud, down) => cutCloud(lab, cloud, down),
+        answers: egress.answers,
+        firstAnswer: egress.firstAnswer,
         stopGuest: async () => {
             if (!guestUp) return;
             guestUp = false;
-            await w.stopLabDaemon(loop);
+            await egress.stop();
             await stopNamespaceGuest(w);
         },
         restartWatch: async () => {

@@ -9,7 +9,7 @@ import { parse as parseYaml } from "yaml";
 import { ConfigError, encodeConfig, parseStackConfig, type StackConfig } from "../components/config";
 import { GATEWAY_SCRIPT } from "../components/cloudGateway.render";
 import { SITE_SCRIPT } from "../components/kvmSite.render";
-import { FAILOVER_SCRIPT } from "../components/siteFailover.render";
+import { failoverScript, LAPTOP_VM_FAILOVER, SITE_FAILOVER } from "../components/failover.render";
 import { laptopDir, VM_SCRIPT } from "../components/laptopClient.render";
 import { argValue, UsageError } from "./args";
 
@@ -25,6 +25,8 @@ export interface StatusTarget {
     script: string;
     /** Peers (by name) that keep the tunnel alive: a stale handshake with them is a fault. */
     keepalivePeers: string[];
+    /** With several gateways: whose traffic its failover moves ("guest traffic"), the item its carrier line reports. */
+    traffic?: string;
 }
 
 export interface StatusLine {
@@ -54,15 +56,17 @@ export function statusTargets(config: StackConfig, gatewayHost: string): StatusT
     const further = config.extraGateways;
     // Further gateways on existing hosts (those on new instances are found with --stack: furtherGateways output).
     for (const g of further) {
-        if (g.existing) targets.push({ label: `gateway ${g.name}`, host: g.existing.host, port: g.existing.port, user: g.existing.user, script: GATEWAY_SCRIPT, keepalivePeers: config.sites.map((s) => s.name) });
+        if (g.existing) targets.push({ label: `gateway ${g.name}`, host: g.existing.host, port: g.existing.port, user: g.existing.user, script: GATEWAY_SCRIPT, keepalivePeers: keepalive });
     }
     for (const s of config.sites) {
         // With further gateways, failover.sh reports the site (site.sh's checks, and which tunnel carries guests).
-        const script = further.length ? FAILOVER_SCRIPT : SITE_SCRIPT;
-        targets.push({ label: `site ${s.name}`, host: s.connection.host, port: s.connection.port, user: s.connection.user, script, keepalivePeers: ["gateway", ...further.map((g) => g.name)] });
+        const script = further.length ? failoverScript(SITE_FAILOVER) : SITE_SCRIPT;
+        targets.push({ label: `site ${s.name}`, host: s.connection.host, port: s.connection.port, user: s.connection.user, script, keepalivePeers: ["gateway", ...further.map((g) => g.name)], traffic: SITE_FAILOVER.traffic });
     }
     for (const l of config.laptops) {
-        targets.push({ label: `laptop ${l.name} (VM)`, host: l.vm.host, port: l.vm.port, user: l.vm.user, script: VM_SCRIPT, keepalivePeers: ["gateway"] });
+        // Likewise the VM's failover.sh reports the VM (vm.sh's checks, and which tunnel carries the laptop).
+        const script = further.length ? failoverScript(LAPTOP_VM_FAILOVER) : VM_SCRIPT;
+        targets.push({ label: `laptop ${l.name} (VM)`, host: l.vm.host, port: l.vm.port, user: l.vm.user, script, keepalivePeers: ["gateway", ...further.map((g) => g.name)], traffic: LAPTOP_VM_FAILOVER.traffic });
         targets.push({ label: `laptop ${l.name}`, host: l.laptop.host, port: l.laptop.port, user: l.laptop.user, script: `${laptopDir(l.os)}/laptop.sh`, keepalivePeers: [] });
     }
     return targets;
@@ -82,7 +86,7 @@ export function parseStatus(target: StatusTarget, output: string): StatusLine[] 
         const carrier = raw.match(/^carrier (\S+)(?: via (\S+) since (\d+|install))?$/);
         if (carrier) {
             const [, name, link, since] = carrier;
-            lines.push({ target: target.label, item: "guest traffic", ok: name !== "none", judged: true, detail: name === "none" ? "no gateway answers: the kill switch holds it" : `by gateway ${name} (${link}), ${since === "install" ? "since install" : `for ${since} s`}` });
+            lines.push({ target: target.label, item: target.traffic ?? "traffic", ok: name !== "none", judged: true, detail: name === "none" ? "no gateway answers: the kill switch holds it" : `by gateway ${name} (${link}), ${since === "install" ? "since install" : `for ${since} s`}` });
             continue;
         }
         const peer = raw.match(/^peer (\S+) handshake=(\d+|never) rx=(\d+) tx=(\d+)$/);

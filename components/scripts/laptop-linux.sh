@@ -26,12 +26,13 @@ route_present() {
 	ip "-$1" route show "$2" | grep -q .
 }
 
-# While the network changes, the VM's WireGuard flow may be routed elsewhere (back to the VM);
-# let through, that packet would pin the flow to a connection-tracking entry without NAT, which
-# keepalives keep alive forever. So it leaves by the uplink or not at all, and, after NAT, never
-# with the VM's own address.
+# While the network changes, the VM's WireGuard flows may be routed elsewhere (back to the VM);
+# let through, such a packet would pin its flow to a connection-tracking entry without NAT,
+# which keepalives keep alive forever. So they leave by the uplink or not at all, and, after
+# NAT, never with the VM's own address. $2: the flows, "address:port" per line.
 firewall_on() {
-	local phys=$1 endpoint=$2
+	local phys=$1 flow flows=""
+	for flow in $2; do flows="${flows:+$flows, }${flow%:*} . ${flow##*:}"; done
 	{
 		echo "table inet $LAPTOP_TABLE {}"
 		echo "delete table inet $LAPTOP_TABLE"
@@ -47,15 +48,15 @@ table inet $LAPTOP_TABLE {
 		type filter hook output priority filter; policy accept;
 		oifname "$phys" udp sport 68 udp dport 67 accept comment "DHCP"
 		oifname "$phys" udp sport 546 udp dport 547 accept comment "DHCPv6"
-		oifname "$phys" ip daddr $endpoint udp dport $ENDPOINT_PORT accept comment "the VM's WireGuard flow, when the VM software NATs in user space"
+		oifname "$phys" ip daddr . udp dport { $flows } accept comment "the VM's WireGuard flows, when the VM software NATs in user space"
 		oifname "$phys" counter drop comment "kill switch: nothing of the laptop's own leaves the uplink"
 	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
-		ip saddr $VM_V4 ip daddr $endpoint udp dport $ENDPOINT_PORT oifname != "$phys" counter drop comment "the VM's WireGuard flow leaves by the uplink or not at all"
-		oifname "$phys" ip saddr $VM_V4 ip daddr $endpoint udp dport $ENDPOINT_PORT accept comment "the VM's WireGuard flow"
-		iifname "$phys" ip saddr $endpoint udp sport $ENDPOINT_PORT ct state established accept comment "its replies"
-		oifname "$phys" counter drop comment "kill switch: only the WireGuard flow leaves the uplink"
+		ip saddr $VM_V4 ip daddr . udp dport { $flows } oifname != "$phys" counter drop comment "the VM's WireGuard flows leave by the uplink or not at all"
+		oifname "$phys" ip saddr $VM_V4 ip daddr . udp dport { $flows } accept comment "the VM's WireGuard flows"
+		iifname "$phys" ip saddr . udp sport { $flows } ct state established accept comment "their replies"
+		oifname "$phys" counter drop comment "kill switch: only the WireGuard flows leave the uplink"
 		iifname "$phys" counter drop
 	}
 	chain postrouting {
@@ -122,12 +123,11 @@ dns_present() {
 	if uses_resolved; then resolvectl dns "$(vm_link)" | grep -qF "$RESOLVER"; else grep -qx "nameserver $RESOLVER" /etc/resolv.conf; fi
 }
 
-# The VM's WireGuard flow starts afresh after the uplink changed (conntrack, where installed;
-# the firewall already keeps a stale entry from forming in the gap).
+# A WireGuard flow of the VM (address, port) starts afresh after the uplink changed (conntrack,
+# where installed; the firewall already keeps a stale entry from forming in the gap).
 forget_flow() {
-	local endpoint=$1
 	if command -v conntrack >/dev/null 2>&1; then
-		conntrack -D -p udp -s "$VM_V4" -d "$endpoint" --dport "$ENDPOINT_PORT" >/dev/null 2>&1 || true
+		conntrack -D -p udp -s "$VM_V4" -d "$1" --dport "$2" >/dev/null 2>&1 || true
 	fi
 }
 

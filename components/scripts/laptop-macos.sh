@@ -37,14 +37,15 @@ route_present() {
 
 # The anchor sits under com.apple/*, which the stock /etc/pf.conf already evaluates, so
 # /etc/pf.conf is never edited. pf is enabled with a reference token, released on removal.
+# $2: the VM's WireGuard flows, "address:port" per line.
 firewall_on() {
-	local phys=$1 endpoint=$2
-	cat >"$STATE_DIR/pf.conf" <<PF_EOF
-pass out quick on $phys proto udp from any port 68 to any port 67
-pass in quick on $phys proto udp from any port 67 to any port 68
-pass out quick on $phys proto udp from any to $endpoint port $ENDPOINT_PORT keep state
-block drop quick on $phys all
-PF_EOF
+	local phys=$1 flow
+	{
+		echo "pass out quick on $phys proto udp from any port 68 to any port 67"
+		echo "pass in quick on $phys proto udp from any port 67 to any port 68"
+		for flow in $2; do echo "pass out quick on $phys proto udp from any to ${flow%:*} port ${flow##*:} keep state"; done
+		echo "block drop quick on $phys all"
+	} >"$STATE_DIR/pf.conf"
 	pfctl -q -a "$PF_ANCHOR" -f "$STATE_DIR/pf.conf"
 	if [ ! -s "$STATE_DIR/pf.token" ]; then
 		pfctl -E 2>&1 | awk '/Token/ {print $NF}' >"$STATE_DIR/pf.token"
@@ -86,11 +87,11 @@ dns_present() {
 	networksetup -getdnsservers "$NETWORK_SERVICE" | grep -qx "$RESOLVER"
 }
 
-# The VM software's NAT state for the VM's WireGuard flow, made on the previous network, goes
-# once the new routes and rules are in place: the next packet makes a state on the new uplink.
+# The VM software's NAT state for a WireGuard flow of the VM (address, port), made on the
+# previous network, goes once the new routes and rules are in place: the next packet makes a
+# state on the new uplink.
 forget_flow() {
-	local endpoint=$1
-	pfctl -q -k "$VM_V4" -k "$endpoint" 2>/dev/null || true
+	pfctl -q -k "$VM_V4" -k "$1" 2>/dev/null || true
 }
 
 ping_once() { ping -c 1 -t 2 "$1"; }

@@ -3,16 +3,18 @@
 # wgexit laptop role (Linux or macOS). Delivered with its platform's driver (laptop-linux.sh or
 # laptop-macos.sh), status.sh and its settings.env; do not edit here.
 # All traffic goes to the local VM that holds the tunnel; the physical uplink carries only
-# DHCP and the VM's WireGuard flow to the gateway.
+# DHCP and the VM's WireGuard flows to the gateways (with several gateways, the VM holds a
+# tunnel to each and moves the laptop's traffic between them: its failover.sh).
 #   install   save what it changes, then up, and watch for network changes
-#   up        routes via the VM, the endpoint route via the current uplink, firewall, DNS
-#   reroute   re-detect the uplink (after roaming) and move the endpoint route and firewall
+#   up        routes via the VM, the endpoint routes via the current uplink, firewall, DNS
+#   reroute   re-detect the uplink (after roaming) and move the endpoint routes and firewall
 #   down      put routes, firewall and DNS back as they were; keep the saved state
 #   remove    down, stop watching, delete everything
 #   status    routes, firewall, DNS, the VM and a probe through its tunnel; non-zero when traffic cannot pass
 set -eu
 # Its settings come from settings.env beside it: ENDPOINT_HOST, ENDPOINT_PORT, LAPTOP_TABLE,
-#  NETWORK_SERVICE, RESOLVER, ROLE_SCRIPT, STATE_DIR, VM_V4, VM_V6, OS.
+#  NETWORK_SERVICE, RESOLVER, ROLE_SCRIPT, STATE_DIR, VM_V4, VM_V6, OS; with several gateways
+#  also MORE_ENDPOINTS (the others' "host:port", space-separated).
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=/dev/null
 . "$HERE/settings.env"
@@ -31,32 +33,40 @@ uplink() {
 	echo "$found"
 }
 
-endpoint_v4() {
-	local address
-	address=$(resolve_v4 "$ENDPOINT_HOST")
-	[ -n "$address" ] || die "cannot resolve the gateway endpoint $ENDPOINT_HOST"
-	echo "$address"
+# The VM's WireGuard flows, one "address:port" per gateway (the first first), resolved now.
+endpoint_flows() {
+	local spec host address
+	for spec in "$ENDPOINT_HOST:$ENDPOINT_PORT" ${MORE_ENDPOINTS:-}; do
+		host=${spec%:*}
+		address=$(resolve_v4 "$host")
+		[ -n "$address" ] || die "cannot resolve the gateway endpoint $host"
+		echo "$address:${spec##*:}"
+	done
 }
 
+# The endpoint addresses routed by the uplink now (STATE_DIR/endpoint: one per line).
+routed_endpoints() { cat "$STATE_DIR/endpoint" 2>/dev/null || true; }
+
 up() {
-	local gw dev endpoint found previous
+	local gw dev flows flow found previous
 	found=$(uplink)
 	gw=${found% *} dev=${found#* }
-	endpoint=$(endpoint_v4)
+	flows=$(endpoint_flows)
 	dns_save
 	# The firewall first: nothing leaks while the routes change.
-	firewall_on "$dev" "$endpoint"
-	previous=$(cat "$STATE_DIR/endpoint" 2>/dev/null || true)
-	if [ -n "$previous" ] && [ "$previous" != "$endpoint" ]; then route_unset 4 "$previous/32"; fi
-	route_set 4 "$endpoint/32" "$gw" "$dev"
-	echo "$endpoint" >"$STATE_DIR/endpoint"
+	firewall_on "$dev" "$flows"
+	for previous in $(routed_endpoints); do
+		case $'\n'"$flows" in *$'\n'"$previous:"*) ;; *) route_unset 4 "$previous/32" ;; esac
+	done
+	for flow in $flows; do route_set 4 "${flow%:*}/32" "$gw" "$dev"; done
+	for flow in $flows; do echo "${flow%:*}"; done >"$STATE_DIR/endpoint"
 	route_set 4 0.0.0.0/1 "$VM_V4"
 	route_set 4 128.0.0.0/1 "$VM_V4"
 	if [ -n "$VM_V6" ]; then
 		route_set 6 ::/1 "$VM_V6"
 		route_set 6 8000::/1 "$VM_V6"
 	fi
-	forget_flow "$endpoint"
+	for flow in $flows; do forget_flow "${flow%:*}" "${flow##*:}"; done
 	dns_set
 }
 
@@ -71,8 +81,7 @@ down() {
 	route_unset 4 128.0.0.0/1
 	route_unset 6 ::/1
 	route_unset 6 8000::/1
-	endpoint=$(cat "$STATE_DIR/endpoint" 2>/dev/null || true)
-	if [ -n "$endpoint" ]; then route_unset 4 "$endpoint/32"; fi
+	for endpoint in $(routed_endpoints); do route_unset 4 "$endpoint/32"; done
 	rm -f "$STATE_DIR/endpoint"
 	dns_restore
 	firewall_off
@@ -96,11 +105,15 @@ tcp_probe() {
 	kill "$killer" 2>/dev/null || true
 	return "$code"
 }
-endpoint_routed() { [ -e "$STATE_DIR/endpoint" ] && route_present 4 "$(cat "$STATE_DIR/endpoint")/32"; }
+endpoint_routed() {
+	local endpoint
+	[ -s "$STATE_DIR/endpoint" ] || return 1
+	for endpoint in $(routed_endpoints); do route_present 4 "$endpoint/32" || return 1; done
+}
 
 status() {
 	check "routes 0/1 and 128/1 via the VM" routes_via_vm
-	check "endpoint route via the uplink" endpoint_routed
+	check "endpoint routes via the uplink" endpoint_routed
 	check "uplink firewall" firewall_present
 	check "DNS $RESOLVER" dns_present
 	# The whole path, as the user needs it: the VM, its tunnel, the gateway, the internet.
@@ -126,7 +139,7 @@ undo_first_install() {
 kill_switch_stays() {
 	local code=$?
 	[ "$code" = 0 ] && return 0
-	log "the switch-over failed (exit $code); the kill switch stays closed: only the VM's WireGuard flow may leave the uplink ('$ROLE_SCRIPT down' gives the network back without the tunnel)"
+	log "the switch-over failed (exit $code); the kill switch stays closed: only the VM's WireGuard flows may leave the uplink ('$ROLE_SCRIPT down' gives the network back without the tunnel)"
 	exit "$code"
 }
 

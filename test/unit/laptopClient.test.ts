@@ -1,6 +1,10 @@
 // The laptop client's renderers: snapshots, every macOS rule and route asserted (macOS cannot
 // run here), shellcheck and nft -c; and the component under mocks.
 import * as assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import { describe, it } from "node:test";
 import {
     type LaptopSettings,
@@ -66,10 +70,10 @@ describe("laptop renderers", () => {
         assert.match(fn(script, "\nstatus"), /peer_status .*peer\.conf/, "status reports the handshake with the gateway");
     });
 
-    it("macOS: routes, endpoint route, pf anchor, DNS and the roaming watcher", () => {
+    it("macOS: routes, endpoint routes, pf anchor, DNS and the roaming watcher", () => {
         const script = deliveredText(laptopFiles(laptop("macos")));
         const up = fn(script, "up");
-        for (const route of ['route_set 4 0.0.0.0/1 "$VM_V4"', 'route_set 4 128.0.0.0/1 "$VM_V4"', 'route_set 6 ::/1 "$VM_V6"', 'route_set 6 8000::/1 "$VM_V6"', 'route_set 4 "$endpoint/32" "$gw" "$dev"']) {
+        for (const route of ['route_set 4 0.0.0.0/1 "$VM_V4"', 'route_set 4 128.0.0.0/1 "$VM_V4"', 'route_set 6 ::/1 "$VM_V6"', 'route_set 6 8000::/1 "$VM_V6"', `route_set 4 "\${flow%:*}/32" "$gw" "$dev"`]) {
             assert.ok(up.includes(route), route);
         }
         assert.ok(up.indexOf("firewall_on") < up.indexOf("route_set"), "the firewall is up before any route moves");
@@ -77,22 +81,23 @@ describe("laptop renderers", () => {
         assert.match(fn(script, "route_set"), /route -q -n add "\$inet" "\$prefix" "\$via"/);
         const pf = fn(script, "firewall_on");
         assert.deepEqual(
-            pf.split("\n").filter((l) => /^(pass|block)/.test(l)),
+            [...pf.matchAll(/echo "((?:pass|block) [^"]*)"/g)].map((m) => m[1]),
             [
                 "pass out quick on $phys proto udp from any port 68 to any port 67",
                 "pass in quick on $phys proto udp from any port 67 to any port 68",
-                "pass out quick on $phys proto udp from any to $endpoint port $ENDPOINT_PORT keep state",
+                `pass out quick on $phys proto udp from any to \${flow%:*} port \${flow##*:} keep state`,
                 "block drop quick on $phys all",
             ],
-            "only DHCP and the WireGuard flow pass on the physical interface",
+            "only DHCP and the WireGuard flows pass on the physical interface",
         );
+        assert.match(pf, /for flow in \$2; do echo "pass out quick on \$phys proto udp from any to/, "one rule per gateway's flow");
         assert.match(pf, /pfctl -q -a "\$PF_ANCHOR" -f/);
         assert.match(script, /PF_ANCHOR="com\.apple\/wgexit"/, "an anchor the stock pf.conf already loads");
         assert.match(pf, /pfctl -E/);
         assert.match(fn(script, "firewall_off"), /pfctl -q -X/, "the pf enable reference is released");
         // Roaming with traffic in flight: the NAT state made on the previous network goes, after the new routes and rules.
-        assert.match(fn(script, "forget_flow"), /pfctl -q -k "\$VM_V4" -k "\$endpoint"/);
-        assert.ok(up.lastIndexOf("route_set") < up.indexOf('forget_flow "$endpoint"'), "the flow is forgotten once the new routes are in place");
+        assert.match(fn(script, "forget_flow"), /pfctl -q -k "\$VM_V4" -k "\$1"/);
+        assert.ok(up.lastIndexOf("route_set") < up.indexOf(`forget_flow "\${flow%:*}" "\${flow##*:}"`), "the flows are forgotten once the new routes are in place");
         assert.match(fn(script, "ping_once"), /ping -c 1 -t 2 "\$1"/, "macOS ping: -t is the deadline");
         assert.match(fn(script, "dns_save"), /networksetup -getdnsservers "\$NETWORK_SERVICE"/);
         assert.match(fn(script, "dns_set"), /networksetup -setdnsservers "\$NETWORK_SERVICE" "\$RESOLVER"/);
@@ -114,7 +119,7 @@ describe("laptop renderers", () => {
         const linux = deliveredText(laptopFiles(laptop("linux")));
         assert.doesNotMatch(linux, /pfctl|networksetup|launchctl|netstat/);
         assert.doesNotMatch(deliveredText(laptopFiles(laptop("macos"))), /\bnft\b|\bip route\b|resolvectl/);
-        assert.match(fn(linux, "firewall_on"), /oifname "\$phys" ip saddr \$VM_V4 ip daddr \$endpoint udp dport \$ENDPOINT_PORT accept/);
+        assert.match(fn(linux, "firewall_on"), /oifname "\$phys" ip saddr \$VM_V4 ip daddr \. udp dport \{ \$flows \} accept/);
     });
 
     it("is shellcheck-clean", { skip: !have("shellcheck") && "SKIPPED LOUDLY: shellcheck is not installed" }, () => {
@@ -133,8 +138,26 @@ describe("laptop renderers", () => {
         }
     });
 
+    it("the Linux laptop's firewall, as firewall_on writes it for two gateways, passes nft -c and opens exactly their flows", { skip: !canRunNft() && "SKIPPED LOUDLY: nft -c needs nft and root" }, () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wgexit-laptop-fw-"));
+        try {
+            const driver = laptopFiles(laptop("linux")).find((f) => f.path.endsWith("/laptop-linux.sh"))?.content ?? "";
+            // The driver's firewall_on with nft stubbed: what it would apply, written to STATE_DIR.
+            fs.writeFileSync(path.join(dir, "laptop-linux.sh"), driver);
+            const r = spawnSync("bash", ["-c", `set -eu; nft() { :; }; LAPTOP_TABLE=wgexit_laptop VM_V4=192.168.64.2 STATE_DIR=${dir}; . ${dir}/laptop-linux.sh; firewall_on wlan0 "$(printf '198.51.100.10:51820\n198.51.100.40:51821\n')"`], { encoding: "utf8" });
+            assert.equal(r.status, 0, r.stderr);
+            const rules = fs.readFileSync(path.join(dir, "firewall.nft"), "utf8");
+            assert.match(rules, /oifname "wlan0" ip saddr 192\.168\.64\.2 ip daddr \. udp dport \{ 198\.51\.100\.10 \. 51820, 198\.51\.100\.40 \. 51821 \} accept/);
+            assert.match(rules, /iifname "wlan0" ip saddr \. udp sport \{ 198\.51\.100\.10 \. 51820, 198\.51\.100\.40 \. 51821 \} ct state established accept/);
+            const check = nftCheck(rules);
+            assert.equal(check.status, 0, check.out);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+    });
+
     it("VM ruleset passes nft -c", { skip: !canRunNft() && "SKIPPED LOUDLY: nft -c needs nft and root" }, () => {
-        for (const s of [vm, { ...vm, laptopAddressV6: undefined }]) {
+        for (const s of [vm, { ...vm, laptopAddressV6: undefined }, { ...vm, extraTunnels: ["wgexit1-2"] }]) {
             const r = nftCheck(renderLaptopVmRuleset(s));
             assert.equal(r.status, 0, r.out);
         }

@@ -4,7 +4,7 @@ import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { unwrap } from "../../lab/engine";
 import { containsPrivateKey } from "../../policy/policies";
-import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, PEER_KEY, type ProgramRun, runProgram, SITE, TEST_SSH_PRIVATE_KEY } from "../helpers/program";
+import { baseConfig, FAKE_GATEWAY_KEY, FAKE_SITE_KEY, LAPTOP, PEER_KEY, type ProgramRun, runProgram, SITE, TEST_SSH_PRIVATE_KEY } from "../helpers/program";
 
 const GATEWAY = "acme/wgexit/gateway";
 const HOME = "acme/wgexit/home";
@@ -104,7 +104,7 @@ describe("split layout", () => {
             assert.match(second, new RegExp(`# home\\n\\[Peer\\]\\nPublicKey = ${FAKE_SITE_KEY.replace(/[+/=]/g, "\\$&")}\\nAllowedIPs = 10\\.67\\.0\\.3/32, fd66:67:67::3/128, 192\\.168\\.100\\.0/24`));
             assert.match(second, /tcp dport 443 dnat ip to 192\.168\.100\.10:8443 comment "port forward https"/);
             const published = gateway.outputs.furtherGateways as Record<string, Record<string, unknown>>;
-            assert.deepEqual(Object.keys(published.ovh).sort(), ["address", "endpoint", "gatewayAddress", "mtu", "preference", "publicKey", "tunnelCidr", "tunnelCidrV6"]);
+            assert.deepEqual(Object.keys(published.ovh).sort(), ["address", "endpoint", "gatewayAddress", "listenPort", "mtu", "preference", "publicKey", "tunnelCidr", "tunnelCidrV6"]);
 
             const site2 = await runProgram(siteStack, "home", { [GATEWAY]: gateway.outputs });
             const failover = command(site2, "site-home-failover");
@@ -114,12 +114,26 @@ describe("split layout", () => {
             assert.match(command(site2, "site-home-install"), /iifname \{ "wgexit0", "wgexit0-2" \} oifname "virbr-wg" ip daddr 192\.168\.100\.10 tcp dport 8443 ct state new accept comment "port forward https"/);
         });
 
+        it("a peer stack's laptop joins both gateways: the further one takes its VM, the VM gets a tunnel to each, the laptop lets it reach both", async () => {
+            const withLaptop = { ...siteStack, laptops: [LAPTOP] };
+            const site1 = await runProgram(withLaptop, "home", { [GATEWAY]: (await runProgram(baseConfig("existing"), "gateway")).outputs });
+            const gateway = await runProgram(gatewayStack(), "gateway", { [HOME]: site1.outputs });
+            const vmIndex = (gateway.outputs.peerAddresses as Record<string, { addressV4: string }>).mac.addressV4.split(".")[3];
+            assert.match(command(gateway, "gateway-ovh-peers"), new RegExp(`# mac\\n\\[Peer\\]\\nPublicKey = \\S+\\nAllowedIPs = 10\\.67\\.0\\.${vmIndex}/32, fd66:67:67::${vmIndex}/128\\n`));
+            const site2 = await runProgram(withLaptop, "home", { [GATEWAY]: gateway.outputs });
+            const failover = command(site2, "laptop-mac-failover");
+            assert.match(failover, /TUNNELS='wgexit1 wgexit1-2'\nGATEWAYS='gateway ovh'\nPROBES='10\.66\.0\.1 10\.67\.0\.1'\nPROBE_INTERVAL='1'\nFAIL_AFTER='2'\nFAILBACK_AFTER='30'/);
+            assert.match(failover, new RegExp(`ADDRESS_V4='10\\.67\\.0\\.${vmIndex}/32'`), "the VM's host index in the first block, in the second's");
+            assert.match(command(site2, "laptop-mac-laptop"), /ENDPOINT_PORT='51820'\nMORE_ENDPOINTS='198\.51\.100\.40:51821'\n/, "the further gateway's own port");
+        });
+
         it("a site stack refuses a routeTable whose numbers below meet another, once its gateway stack has two gateways", async () => {
             const site1 = await runProgram(siteStack, "home", { [GATEWAY]: (await runProgram(baseConfig("existing"), "gateway")).outputs });
             const gateway = await runProgram(gatewayStack(), "gateway", { [HOME]: site1.outputs });
-            const second = { ...SITE, name: "lab", connection: { host: "192.168.1.11", user: "root" }, routeTable: 7699, wgInterface: "wgexit9", networks: [{ name: "other", bridge: "virbr-o", cidr: "192.168.150.0/24" }] };
-            const run = await runProgram({ ...siteStack, sites: [SITE, second] }, "home", { [GATEWAY]: gateway.outputs }, { allowFailure: true });
-            assert.match(run.error ?? "", /wgexit:sites\[0\]\.routeTable: with 2 gateways the site also uses tables 7698-7699, and wgexit:sites\[1\]\.routeTable is 7699/);
+            // A laptop's VM on the site's own host, on the table just below the site's.
+            const laptop = { ...LAPTOP, vm: SITE.connection, routeTable: 7699 };
+            const run = await runProgram({ ...siteStack, laptops: [laptop] }, "home", { [GATEWAY]: gateway.outputs }, { allowFailure: true });
+            assert.match(run.error ?? "", /wgexit:sites\[0\]\.routeTable: with 2 gateways the site also uses tables 7698-7699, and wgexit:laptops\[0\]\.routeTable is 7699/);
             assert.deepEqual(commands(run), []);
         });
 
@@ -135,7 +149,7 @@ describe("split layout", () => {
             const outputs = (await runProgram(gatewayStack(), "gateway", { [HOME]: site1.outputs })).outputs;
             const older = { ...outputs, failover: undefined, furtherGateways: { ovh: { publicKey: FAKE_GATEWAY_KEY, endpoint: "198.51.100.40:51821", address: "198.51.100.40", tunnelCidr: "10.67.0.0/24", gatewayAddress: "10.67.0.1" } } };
             const run = await runProgram(siteStack, "home", { [GATEWAY]: older }, { allowFailure: true });
-            assert.match(run.error ?? "", /wgexit:gatewayStack: the output furtherGateways\.ovh has no tunnelCidrV6, mtu, preference of stack "acme\/wgexit\/gateway"; run `pulumi up` in acme\/wgexit\/gateway with this version of wgexit first\. Nothing was created\./);
+            assert.match(run.error ?? "", /wgexit:gatewayStack: the output furtherGateways\.ovh has no tunnelCidrV6, mtu, listenPort, preference of stack "acme\/wgexit\/gateway"; run `pulumi up` in acme\/wgexit\/gateway with this version of wgexit first\. Nothing was created\./);
             assert.deepEqual(commands(run), []);
         });
     });

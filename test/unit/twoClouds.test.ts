@@ -8,7 +8,7 @@ import { describe, it } from "node:test";
 import { renderGatewayPeersConf, renderGatewayPeersNft, renderGatewayRuleset } from "../../components/cloudGateway.render";
 import { parseStackConfig } from "../../components/config";
 import { renderNetworkXml, renderSiteRuleset } from "../../components/kvmSite.render";
-import { renderFailoverInstallCommand, renderFailoverRuleset, renderFailoverSettings, replyTables } from "../../components/siteFailover.render";
+import { LAPTOP_VM_FAILOVER, renderFailoverInstallCommand, renderFailoverRuleset, renderFailoverSettings, replyTables, SITE_FAILOVER } from "../../components/failover.render";
 import { baseConfig, configProblems, configValues, FAKE_GATEWAY_KEY, LAPTOP, runProgram, SITE } from "../helpers/program";
 import { canRunNft, have, nftCheck, virtXmlValidate } from "../helpers/tools";
 
@@ -19,18 +19,26 @@ const twoClouds = (extra: Record<string, unknown> = {}) => ({ ...baseConfig("exi
 describe("two clouds", () => {
     describe("a single-gateway stack from before this feature", () => {
         // Recorded with the program as it was before key gateways existed (commit d41a129), run as
-        // the CLI runs it: every resource, and a hash of each of its inputs. Re-recorded once for a
-        // change meant for every gateway (issue 16: its forward chain accepts established
-        // connections first): only gateway-install and the instance's user data changed (the
-        // providers ignore user data after creation, so no instance is touched).
+        // the CLI runs it: every resource, and a hash of each of its inputs. Re-recorded twice for
+        // an intended change, each time for exactly these inputs:
+        //  - issue 16, meant for every gateway (its forward chain accepts established connections
+        //    first): gateway-install and the instance's user data (the providers ignore user data
+        //    after creation, so no instance is touched);
+        //  - issue 17, laptops on every gateway: laptop-<name>-laptop's create and update (the
+        //    laptop's script takes several endpoints; the step updates in place, its install
+        //    puts the same routes, openings and DNS back). README "Two clouds" says so.
+        // split-gateway and split-site are the split layout: a gateway stack taking a site
+        // stack's site and laptop, and that site stack joining it, each with the outputs it reads
+        // from the other (`stacks`, the same at d41a129 as now). Recorded the same way; against
+        // d41a129 they differ in exactly the two re-recorded inputs above.
         const before = JSON.parse(fs.readFileSync(path.join(__dirname, "fixtures", "single-gateway-stacks.json"), "utf8")) as Record<
             string,
-            { config: Record<string, unknown>; resources: { type: string; name: string; inputs: Record<string, string> }[]; outputs: string[] }
+            { config: Record<string, unknown>; stack?: string; stacks?: Record<string, Record<string, unknown>>; resources: { type: string; name: string; inputs: Record<string, string> }[]; outputs: string[] }
         >;
         const hash = (v: unknown) => crypto.createHash("sha256").update(JSON.stringify(v)).digest("hex").slice(0, 16);
         for (const [name, recorded] of Object.entries(before)) {
             it(`plans the same resources with the same inputs (${name})`, async () => {
-                const run = await runProgram(recorded.config, "prod", {}, { asCli: true });
+                const run = await runProgram(recorded.config, recorded.stack ?? "prod", recorded.stacks ?? {}, { asCli: true });
                 const now = run.registrations
                     .map((r) => ({ type: r.type, name: r.name, inputs: Object.fromEntries(Object.entries(r.inputs).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, hash(v)])) }))
                     .sort((a, b) => `${a.type}::${a.name}`.localeCompare(`${b.type}::${b.name}`));
@@ -62,7 +70,8 @@ describe("two clouds", () => {
             ["a block too small for the peers", twoClouds({ sites: [{ ...SITE, hostIndex: 40 }], gateways: [{ ...OVH, tunnelCidr: "10.67.0.0/27" }] }), "wgexit:gateways[0].tunnelCidr", /peer has index 40/],
             ["a smaller MTU than guests use", twoClouds({ gateways: [{ ...OVH, tunnelMtu: 1380 }] }), "wgexit:gateways[0].tunnelMtu", /below tunnelMtu 1420/],
             ["a public tunnel block", twoClouds({ gateways: [{ ...OVH, tunnelCidr: "198.18.0.0/24".replace("198.18", "203.0") }] }), "wgexit:gateways[0].tunnelCidr", /public address space/],
-            ["reply tables on another route table", twoClouds({ laptops: [{ ...LAPTOP, routeTable: 7699 }] }), "wgexit:sites[0].routeTable", /laptops\[0\]\.routeTable is 7699/],
+            ["reply tables on another role's route table on the same host", twoClouds({ laptops: [{ ...LAPTOP, vm: SITE.connection, routeTable: 7699 }] }), "wgexit:sites[0].routeTable", /laptops\[0\]\.routeTable is 7699/],
+            ["a laptop VM's link named like its further tunnel", twoClouds({ laptops: [{ ...LAPTOP, wgInterface: "wgexit1", vmLink: "wgexit1-2" }] }), "wgexit:laptops[0].vmLink", /"wgexit1-2" is the laptop's VM's tunnel to gateway 2/],
             ["a forward on a further gateway's WireGuard port", twoClouds({ gateways: [{ ...OVH, listenPort: 51821 }], portForwards: [WEB_FORWARD, { ...WEB_FORWARD, name: "game", protocol: "udp", port: 51821 }] }), "wgexit:portForwards[1].port", /gateway ovh's WireGuard port \(wgexit:gateways\[0\]\.listenPort\), and forwards are opened on every gateway/],
             ["a forward on a further gateway's SSH port", twoClouds({ gateways: [{ ...OVH, existing: { ...OVH.existing, port: 2222 } }], portForwards: [{ ...WEB_FORWARD, port: 2222 }] }), "wgexit:portForwards[0].port", /gateway ovh's SSH port \(wgexit:gateways\[0\]\.existing\.port\)/],
             ["in a site stack", { sshPrivateKey: baseConfig("existing").sshPrivateKey, gatewayStack: "acme/wgexit/gw", sites: [SITE], gateways: [OVH] }, "wgexit:gateways", /belongs in the gateway stack/],
@@ -117,6 +126,22 @@ describe("two clouds", () => {
             assert.doesNotMatch(command("gateway-ovh-peers").create, /port_forwards meta nfproto/);
         });
 
+        it("gives a laptop's VM a tunnel to each gateway and a health check; the laptop lets the VM reach both", async () => {
+            const withLaptop = await runProgram(twoClouds({ laptops: [LAPTOP] }), "prod", {}, { asCli: true });
+            const create = (name: string) => String(withLaptop.registrations.find((x) => x.name === name)?.inputs.create);
+            // The VM is a peer of the second gateway at its host index in that block.
+            assert.match(create("gateway-ovh-peers"), /# mac\n\[Peer\]\nPublicKey = \S+\nAllowedIPs = 10\.67\.0\.4\/32, fd66:67:67::4\/128\n/);
+            const failover = create("laptop-mac-failover");
+            assert.match(failover, /TUNNELS='wgexit1 wgexit1-2'\nGATEWAYS='gateway ovh'\nPROBES='10\.66\.0\.1 10\.67\.0\.1'/);
+            assert.match(failover, /FAILOVER_UNIT='wgexit-laptop-vm-failover\.service'/);
+            assert.match(failover, /INGRESS='eth0'\nTRAFFIC='laptop traffic'/);
+            assert.match(failover, /tee '\/etc\/wgexit\/laptop-vm\/tunnels\/wgexit1-2\/peer\.conf\.new'/);
+            // The VM's kill switch and NAT cover both tunnels; the laptop's settings name both endpoints.
+            assert.match(create("laptop-mac-vm"), /iifname "eth0" oifname \{ "wgexit1", "wgexit1-2" \} ip saddr 192\.168\.64\.1 accept/);
+            assert.match(create("laptop-mac-vm"), /oifname \{ "wgexit1", "wgexit1-2" \} ip saddr 192\.168\.64\.1 masquerade/);
+            assert.match(create("laptop-mac-laptop"), /ENDPOINT_HOST='198\.51\.100\.10'\nENDPOINT_PORT='51820'\nMORE_ENDPOINTS='198\.51\.100\.40:51820'\n/);
+        });
+
         it("gives each roaming client a config per gateway, as a secret", () => {
             assert.ok(run.secretOutputs.includes("clientConfigsByGateway"));
             const byGateway = run.outputs.clientConfigsByGateway as Record<string, Record<string, string>>;
@@ -134,7 +159,8 @@ describe("two clouds", () => {
             ],
             failover: c.failover,
             routeTable: 7700,
-            bridges: ["virbr-wg", "virbr-lab"],
+            role: SITE_FAILOVER,
+            ingress: ["virbr-wg", "virbr-lab"],
         });
         it("replies are marked by the tunnel they came in on, and nft accepts the table", { skip: !canRunNft() && "SKIPPED LOUDLY: nft -c needs root and nftables" }, () => {
             const f = failoverSettings();
@@ -144,6 +170,14 @@ describe("two clouds", () => {
             assert.match(ruleset, /iifname \{ "virbr-wg", "virbr-lab" \} ct mark \{ 0x77e1, 0x77e2 \} meta mark set ct mark/);
             assert.equal(nftCheck(ruleset).status, 0);
             assert.match(renderFailoverSettings(f), /REPLY_TABLES='7698 7699'\nREPLY_MARKS='0x77e1 0x77e2'/);
+        });
+        it("the laptop VM's failover has its own table, unit and run directory, and nft accepts the table", { skip: !canRunNft() && "SKIPPED LOUDLY: nft -c needs root and nftables" }, () => {
+            const f = { ...failoverSettings(), role: LAPTOP_VM_FAILOVER, routeTable: 7701, ingress: ["enp0s2"] };
+            const ruleset = renderFailoverRuleset(f);
+            assert.match(ruleset, /^table inet wgexit_laptop_vm_failover \{/m);
+            assert.match(ruleset, /iifname \{ "enp0s2" \} ct mark \{ 0x77e1, 0x77e2 \} meta mark set ct mark/);
+            assert.equal(nftCheck(ruleset).status, 0);
+            assert.ok(renderFailoverInstallCommand(f, [{ publicKey: FAKE_GATEWAY_KEY, endpoint: "198.51.100.40:51820" }]).includes("'/etc/wgexit/laptop-vm/failover.sh' install"));
         });
         const settings = { ...c.gateway, sshPort: 22, answerProbes: true };
         it("the gateway answers probes to its own tunnel address only, and nft accepts the table", { skip: !canRunNft() && "SKIPPED LOUDLY: nft -c needs root and nftables" }, () => {

@@ -1,20 +1,21 @@
 #!/bin/bash
 # shellcheck source-path=SCRIPTDIR disable=SC2153 # the settings come from settings.env and failover.env
-# wgexit KVM site with more than one gateway. Delivered beside site.sh (which holds the tunnel
-# to the first gateway) with failover.env, and per other gateway tunnels/IF/settings.env and
-# tunnels/IF/peer.conf; do not edit on the host.
+# wgexit with more than one gateway, on a KVM site or a laptop's VM. Delivered beside the role's
+# script (site.sh or vm.sh, which holds the tunnel to the first gateway) with failover.env, and
+# per other gateway tunnels/IF/settings.env and tunnels/IF/peer.conf; do not edit on the host.
 #   up       bring up the tunnels to the other gateways
-#   watch    the health check, round after round (the wgexit-site-failover service runs it)
-#   check    one round: probe every gateway, move guest traffic if the one carrying it failed
-#   status   which gateway carries guest traffic and since when; each tunnel's handshake, probe
-#   remove   stop the watch, remove the other tunnels; guest traffic goes back to the first
-# Guest traffic leaves by one tunnel at a time: the default route of ROUTE_TABLE, the table
-# site.sh policy-routes every guest bridge to. A gateway is down after FAIL_AFTER probes in a
-# row go unanswered (a ping to its tunnel address through its own tunnel, 1 s each); traffic
-# then moves to the first gateway, in order, whose last probe was answered. It goes back to a
-# preferred gateway once that one has answered every probe for FAILBACK_AFTER seconds. With no
-# gateway answering, the route is removed and the kill switch behind it (site.sh's unreachable
-# default) refuses guest traffic: it never falls through to the host's own uplink.
+#   watch    the health check, round after round (the role's -failover service runs it)
+#   check    one round: probe every gateway, move the traffic if the one carrying it failed
+#   status   which gateway carries the traffic and since when; each tunnel's handshake
+#   remove   stop the watch, remove the other tunnels; the traffic goes back to the first
+# The traffic (TRAFFIC: a site's guests, a laptop's) leaves by one tunnel at a time: the
+# default route of ROUTE_TABLE, the table the role policy-routes it to (from INGRESS). A gateway
+# is down after FAIL_AFTER probes in a row go unanswered (a ping to its tunnel address through
+# its own tunnel, 1 s each); traffic then moves to the first gateway, in order, whose last probe
+# was answered. It goes back to a preferred gateway once that one has answered every probe for
+# FAILBACK_AFTER seconds. With no gateway answering, the route is removed and the kill switch
+# behind it (the role's unreachable default) refuses the traffic: it never falls through to the
+# host's own uplink.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=/dev/null
@@ -25,7 +26,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/status.sh"
 # shellcheck source=role.sh
 . "$HERE/role.sh"
-ROLE=wgexit-site-failover
+# ROLE (settings.env) is the role beside it: wgexit-site, wgexit-laptop-vm.
+ROLE=$ROLE-failover
 
 read -r -a tunnels <<<"$TUNNELS"
 read -r -a gateways <<<"$GATEWAYS"
@@ -36,11 +38,11 @@ STATE_DIR=$ROLE_DIR/failover
 ACTIVE_FILE=$STATE_DIR/active
 SWITCH_LOG=$STATE_DIR/switches.log
 # What changes every round lives in /run (tmpfs), not on the host's disk.
-RUN_DIR=/run/wgexit-site-failover
+RUN_DIR=/run/$ROLE
 PID_FILE=$RUN_DIR/watch.pid
 
 # The other gateways' links, made as role.sh makes the first (role.sh is not changed for this:
-# it is delivered to every site, and a changed file would update every existing stack).
+# it is delivered to every host, and a changed file would update every existing stack).
 make_link() {
 	local name=$1
 	ip link show dev "$name" >/dev/null 2>&1 && return 0
@@ -85,10 +87,10 @@ prune_tunnels() {
 
 # Replies leave by the tunnel their connection came in on (a peer behind the second gateway
 # reaching a guest while guest traffic uses the first): the failover's nftables table marks each
-# connection by the tunnel it came in from, and per tunnel a rule sends the guests' marked
-# replies to a table of its own, whose unreachable default keeps them off the uplink.
+# connection by the tunnel it came in from, and per tunnel a rule sends the marked replies
+# (from INGRESS) to a table of its own, whose unreachable default keeps them off the uplink.
 sync_reply_routing() {
-	local i f table bridge have
+	local i f table link have
 	mkdir -p "$STATE_DIR"
 	for i in "${!tunnels[@]}"; do
 		table=${reply_tables[$i]}
@@ -96,12 +98,12 @@ sync_reply_routing() {
 			[ "$f" = 6 ] && [ ! -e /proc/sys/net/ipv6 ] && continue
 			ip "-$f" route replace unreachable default metric 4294967295 table "$table"
 			if ip link show dev "${tunnels[$i]}" >/dev/null 2>&1; then ip "-$f" route replace default dev "${tunnels[$i]}" table "$table"; fi
-			for bridge in $BRIDGES; do
-				ip "-$f" rule show pref "$table" iif "$bridge" | grep -q . ||
-					ip "-$f" rule add pref "$table" iif "$bridge" fwmark "${reply_marks[$i]}" lookup "$table"
+			for link in $INGRESS; do
+				ip "-$f" rule show pref "$table" iif "$link" | grep -q . ||
+					ip "-$f" rule add pref "$table" iif "$link" fwmark "${reply_marks[$i]}" lookup "$table"
 			done
 			for have in $(ip "-$f" rule show pref "$table" | sed -n 's/.* iif \([^ ]*\) .*/\1/p'); do
-				case " $BRIDGES " in *" $have "*) ;; *) ip "-$f" rule del pref "$table" iif "$have" ;; esac
+				case " $INGRESS " in *" $have "*) ;; *) ip "-$f" rule del pref "$table" iif "$have" ;; esac
 			done
 		done
 	done
@@ -142,10 +144,10 @@ up() {
 	sync_reply_routing
 }
 
-# The tunnel guest traffic leaves by now ("" when the kill switch holds it).
+# The tunnel the traffic leaves by now ("" when the kill switch holds it).
 route_dev() { ip -4 route show table "$ROUTE_TABLE" | sed -n 's/^default dev \([^ ]*\).*/\1/p'; }
 
-# Points guest traffic at one tunnel, or (with "") at none: the unreachable default remains.
+# Points the traffic at one tunnel, or (with "") at none: the unreachable default remains.
 route_via() {
 	local target=$1 current f
 	current=$(route_dev)
@@ -167,10 +169,10 @@ gateway_of() {
 
 note_switch() {
 	local to=$1 why=$2 line
-	if [ -n "$to" ]; then line="guest traffic now leaves by gateway $(gateway_of "$to") ($to): $why"; else line="no gateway answers: guest traffic refused (kill switch): $why"; fi
+	if [ -n "$to" ]; then line="$TRAFFIC now leaves by gateway $(gateway_of "$to") ($to): $why"; else line="no gateway answers: $TRAFFIC refused (kill switch): $why"; fi
 	printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$line" >>"$SWITCH_LOG"
 	printf '%s %s\n' "${to:--}" "$(date +%s)" >"$ACTIVE_FILE"
-	logger -t wgexit-site "$line" 2>/dev/null || true
+	logger -t "$ROLE" "$line" 2>/dev/null || true
 	log "$line"
 }
 
@@ -212,7 +214,7 @@ probe_round() {
 			since[i]=0
 		fi
 		echo "${misses[$i]} ${since[$i]}" >"$RUN_DIR/${tunnels[$i]}.health"
-		# A link made again (site.sh up re-creates the first) lost its reply route with it.
+		# A link made again (the role's up re-creates the first) lost its reply route with it.
 		if [ "${answered[$i]}" = 1 ] && ! ip -4 route show table "${reply_tables[$i]}" | grep -q '^default dev'; then sync_reply_routing; fi
 	done
 	active=$(route_dev)
@@ -236,13 +238,13 @@ probe_round() {
 	[ "$best" = "$active" ] && return 0
 	[ -n "$why" ] || why=${active:+gateway $(gateway_of "$active") missed $FAIL_AFTER probes}
 	route_via "$best"
-	note_switch "$best" "${why:-no gateway carried guest traffic}"
+	note_switch "$best" "${why:-no gateway carried $TRAFFIC}"
 }
 
 # WireGuard retries a lost handshake only after 5 s (REKEY_TIMEOUT), and a tunnel that came up
-# before its gateway knew the site (a first apply) loses its first. Before the first counted
+# before its gateway knew this host (a first apply) loses its first. Before the first counted
 # round, probes that do not count, for at most WARM_UP seconds, until every gateway has answered
-# once: that wait must not move guest traffic (and back after the hold).
+# once: that wait must not move the traffic (and back after the hold).
 WARM_UP=6
 warm_up() {
 	local deadline
@@ -277,9 +279,9 @@ install_watch() {
 	if has_systemd; then
 		cat >"/etc/systemd/system/$FAILOVER_UNIT" <<UNIT_EOF
 [Unit]
-Description=wgexit site: move guest traffic to a gateway that answers
-After=wgexit-site.service
-Requires=wgexit-site.service
+Description=$ROLE: move $TRAFFIC to a gateway that answers
+After=$UNIT
+Requires=$UNIT
 
 [Service]
 ExecStartPre=$HERE/failover.sh up
@@ -310,7 +312,7 @@ remove() {
 		# Gone before its files are: a round in flight would write them again.
 		for _ in $(seq 1 20); do watch_running || break; sleep 0.1; done
 	fi
-	# Guest traffic back on the first gateway's tunnel, as site.sh alone would have it.
+	# The traffic back on the first gateway's tunnel, as the role alone would have it.
 	if ip link show dev "$WG_IF" >/dev/null 2>&1; then route_via "$WG_IF"; else route_via ""; fi
 	drop_reply_routing
 	for dir in "$HERE"/tunnels/*/; do
@@ -321,18 +323,18 @@ remove() {
 	rm -rf "$HERE/tunnels" "$STATE_DIR" "$RUN_DIR" "$HERE/failover.env" "$HERE/failover.nft" "$HERE/failover.sh"
 }
 
-# site.sh's status, with "routed into the tunnel" meaning any of the tunnels here, then:
+# The role's status (site.sh's "routed into the tunnel" meaning any of the tunnels here), then:
 #   carrier <gateway> via <link> since <seconds ago|install>   (or "carrier none": the kill switch holds)
 #   peer <gateway> handshake=... rx=... tx=...                 (for each further gateway)
 #   switch <time> <what>                                       (the last five switches)
 status() {
-	local i name now active since site
+	local i name now active since role
 	now=$(date +%s)
-	site=$("$HERE/site.sh" status 2>&1 || true)
-	grep -v '^check guest traffic routed into the tunnel ' <<<"$site" || true
-	if grep -q '^check .* FAIL$' <<<"$(grep -v '^check guest traffic routed into the tunnel ' <<<"$site")"; then STATUS_BAD=1; fi
+	role=$("$ROLE_SCRIPT" status 2>&1 | grep -v '^check guest traffic routed into the tunnel ' || true)
+	[ -z "$role" ] || echo "$role"
+	if grep -q '^check .* FAIL$' <<<"$role"; then STATUS_BAD=1; fi
 	active=$(route_dev)
-	check "guest traffic routed into a tunnel" test -n "$active"
+	check "$TRAFFIC routed into a tunnel" test -n "$active"
 	check "failover watch running" watch_running
 	for name in "${tunnels[@]:1}"; do check "tunnel $name" link_exists "$name"; done
 	since=$(awk '{print $2}' "$ACTIVE_FILE" 2>/dev/null || true)
