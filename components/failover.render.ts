@@ -24,11 +24,11 @@ export const failoverScript = (role: FailoverRole) => `${role.dir}/failover.sh`;
 /** Connection marks for "came in by tunnel n" (0x77e1, 0x77e2, …): far from the small marks other tools use. */
 const MARK_BASE = 0x77e0;
 
-export interface SiteTunnel {
+export interface FailoverTunnel {
     /** The gateway's name (status lines and the switch log). */
     gateway: string;
     wgInterface: string;
-    /** The site's own addresses in this gateway's tunnel. */
+    /** The host's own addresses in this gateway's tunnel. */
     addressV4: string;
     addressV6: string;
     mtu: number;
@@ -39,7 +39,7 @@ export interface SiteTunnel {
 /** Every tunnel of the host in order of preference (the first is the role's own), and how to choose. */
 export interface FailoverSettings {
     role: FailoverRole;
-    tunnels: SiteTunnel[];
+    tunnels: FailoverTunnel[];
     failover: FailoverConfig;
     /** The role's routeTable: the reply tables are the numbers just below it. */
     routeTable: number;
@@ -49,7 +49,7 @@ export interface FailoverSettings {
 
 /**
  * Replies go back by the tunnel their connection came in on: one table per tunnel, numbered
- * just below the site's routeTable (each number is also its rules' priority, so they are
+ * just below the role's routeTable (each number is also its rules' priority, so they are
  * looked at first), selected by the connection's mark.
  */
 export function replyTables(f: Pick<FailoverSettings, "tunnels" | "routeTable">): number[] {
@@ -58,7 +58,7 @@ export function replyTables(f: Pick<FailoverSettings, "tunnels" | "routeTable">)
 
 const mark = (i: number) => `0x${(MARK_BASE + i + 1).toString(16)}`;
 
-/** The failover's own table: a connection that comes in by a tunnel is marked; the guest's replies carry its mark. */
+/** The failover's own table: a connection that comes in by a tunnel is marked; the replies carry its mark. */
 export function renderFailoverRuleset(f: FailoverSettings): string {
     const ingress = `{ ${f.ingress.map((b) => JSON.stringify(b)).join(", ")} }`;
     const marks = f.tunnels.map((_, i) => mark(i));
@@ -91,7 +91,7 @@ export function renderFailoverSettings(f: FailoverSettings): string {
 }
 
 /** A further gateway as the peer of its tunnel: AllowedIPs is everything, policy routing decides. */
-export function renderTunnelPeerConf(t: SiteTunnel, g: SiteGateway): string {
+export function renderTunnelPeerConf(t: FailoverTunnel, g: SiteGateway): string {
     return `# ${t.gateway}
 [Peer]
 PublicKey = ${g.publicKey}

@@ -4,10 +4,10 @@
 import * as pulumi from "@pulumi/pulumi";
 import type { FailoverConfig } from "./config";
 import { type HostConnection, hostStep } from "./connection";
-import { type FailoverRole, renderFailoverInstallCommand, renderFailoverRemoveCommand, type SiteTunnel } from "./failover.render";
+import { type FailoverRole, renderFailoverInstallCommand, renderFailoverRemoveCommand, type FailoverTunnel } from "./failover.render";
 
 /** One of the stack's further gateways, as a site or laptop VM joins it. */
-export interface FurtherGateway extends SiteTunnel {
+export interface FurtherGateway extends FailoverTunnel {
     publicKey: pulumi.Input<string>;
     endpoint: pulumi.Input<string>;
 }
@@ -37,7 +37,7 @@ export function failoverStep(
     connection: HostConnection,
     opts: pulumi.CustomResourceOptions,
 ): pulumi.Resource {
-    const tunnels: SiteTunnel[] = [
+    const tunnels: FailoverTunnel[] = [
         { gateway: plan.first.gateway, wgInterface: own.wgInterface, addressV4: own.addressV4, addressV6: own.addressV6, mtu: own.tunnelMtu, probe: plan.first.probe },
         ...plan.further.map((g) => ({ gateway: g.gateway, wgInterface: g.wgInterface, addressV4: g.addressV4, addressV6: g.addressV6, mtu: g.mtu, probe: g.probe })),
     ];
