@@ -7,6 +7,7 @@ import { type Check, formatMatrix, gatewayScenario, Lab } from "../../lab/lab";
 import { laptopScenario } from "../../lab/laptopScenario";
 import { siteScenario } from "../../lab/siteScenario";
 import { splitScenario } from "../../lab/splitScenario";
+import { twoCloudsLaptopScenario } from "../../lab/twoCloudsLaptopScenario";
 import { twoCloudsScenario } from "../../lab/twoCloudsScenario";
 
 const reason = labUnsupportedReason();
@@ -63,6 +64,11 @@ describe("lab", { skip: reason ? `LAB SKIPPED: ${reason}` : false }, () => {
     it("laptop (Linux) through its local VM: only the WireGuard flow on the uplink, no leak with the tunnel down, a broken kill switch is caught, roaming, exact restore", async () => {
         await laptopScenario(lab);
         await assertGroup("laptop/linux");
+    });
+
+    it("a laptop on two gateways: its VM fails over and back behind its kill switch, only the WireGuard flows on the laptop's Wi-Fi, clean destroy", async () => {
+        await twoCloudsLaptopScenario(lab);
+        await assertGroup("gateways/two-clouds-laptop");
     });
 
     it("a sabotaged forward rule makes the matrix fail (the checks can fail)", async () => {
