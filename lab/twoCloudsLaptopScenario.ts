@@ -2,14 +2,11 @@
 // failover.sh watch, as its systemd unit would run it) moves the laptop's traffic while each
 // cloud is cut off in turn, with the far end of the laptop's Wi-Fi captured throughout: only
 // the VM's WireGuard flows to the two endpoints may leave it, whichever gateway carries it.
-import { waitFor } from "./exec";
 import { diffLines, type Lab, labStackFile } from "./lab";
 import { captureUplink } from "./laptopScenario";
-import { cutCloud, FAILOVER, SECOND_GATEWAY, startEgressProbe } from "./twoCloudsScenario";
+import { cutCloud, DETECTION_BOUND_S, FAILOVER, SECOND_GATEWAY, startEgressProbe, waitForHealthChecks } from "./twoCloudsScenario";
 import { LAB } from "./world";
 
-/** failAfter rounds, two to spare (a round in flight, a loaded machine), two for the client to notice. */
-const DETECTION_BOUND_S = (FAILOVER.failAfter + 2) * FAILOVER.probeIntervalSeconds + 2;
 const VM_FAILOVER = "/etc/wgexit/laptop-vm/failover.sh";
 const HEALTH_RECORDS = "/run/wgexit-laptop-vm-failover/*.health";
 
@@ -39,11 +36,7 @@ export async function twoCloudsLaptopScenario(lab: Lab): Promise<void> {
     let lateAnswers = -1;
     let kill = "";
     try {
-        const settled = async () => {
-            const records = (await w.hostExec("lvm", `cat ${HEALTH_RECORDS}`, true)).stdout.trim().split("\n");
-            return records.length === 2 && records.every((r) => /^0 [1-9]/.test(r));
-        };
-        await waitFor("the VM's health check: a first answer from both gateways", settled, 30_000, 250);
+        await waitForHealthChecks(lab, "lvm", HEALTH_RECORDS);
         const capture = await captureUplink(
             lab,
             async () => {

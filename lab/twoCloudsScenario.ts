@@ -12,7 +12,7 @@ import { LAB, type Role } from "./world";
 
 export const FAILOVER = { probeIntervalSeconds: 1, failAfter: 3, failbackAfterSeconds: 10 };
 /** The longest a switch may take: failAfter rounds (one each interval), two to spare (a round in flight, a loaded machine), and two seconds for the guest to notice. */
-const DETECTION_BOUND_S = (FAILOVER.failAfter + 2) * FAILOVER.probeIntervalSeconds + 2;
+export const DETECTION_BOUND_S = (FAILOVER.failAfter + 2) * FAILOVER.probeIntervalSeconds + 2;
 const SERVER = `http://${LAB.server.v4}:${LAB.server.httpPort}/`;
 
 export const SECOND_GATEWAY = { name: "ovh", placement: "existing", existing: { host: LAB.cloud2.v4, user: "root" }, tunnelCidr: "10.67.0.0/24", tunnelCidrV6: "fd66:67:67::/64" };
@@ -56,6 +56,15 @@ export async function startEgressProbe(lab: Lab, name: string, role: Role): Prom
     };
 }
 
+/** Waits (bounded) until a host's health check has had an answer from both gateways: failover.sh keeps "misses answered-since" per tunnel in `records`. */
+export async function waitForHealthChecks(lab: Lab, host: "kvm" | "lvm", records: string): Promise<void> {
+    const settled = async () => {
+        const lines = (await lab.world.hostExec(host, `cat ${records}`, true)).stdout.trim().split("\n");
+        return lines.length === 2 && lines.every((r) => /^0 [1-9]/.test(r));
+    };
+    await waitFor(`${host}: the health check's first answer from both gateways`, settled, 30_000, 250);
+}
+
 /** Cuts a cloud off the internet (its uplink on the lab internet's bridge), or brings it back. */
 export async function cutCloud(lab: Lab, cloud: "vcn" | "cloud2", down: boolean): Promise<void> {
     await inNs(lab.world.ns("inet"), `ip link set i-${cloud} ${down ? "down" : "up"}`);
@@ -92,11 +101,7 @@ export async function startTwoClouds(lab: Lab): Promise<TwoClouds> {
     const startWatch = () => w.startHostDaemon("failover-watch", "kvm", ["/etc/wgexit/site/failover.sh", "watch"]);
     let watch = startWatch();
     // Measured from a steady state: every gateway has answered the health check once.
-    const settled = async () => {
-        const records = (await w.hostExec("kvm", `cat ${HEALTH_RECORDS}`, true)).stdout.trim().split("\n");
-        return records.length === 2 && records.every((r) => /^0 [1-9]/.test(r));
-    };
-    await waitFor("the health check's first answer from both gateways", settled, 30_000, 250);
+    await waitForHealthChecks(lab, "kvm", HEALTH_RECORDS);
     const lease = await startNamespaceGuest(w, "virbr-wg");
     const egress = await startEgressProbe(lab, "guest-egress", "guest");
     let guestUp = true;
