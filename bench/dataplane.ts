@@ -144,8 +144,10 @@ export function oursSetup(lab: Lab, walls: Partial<Walls> = {}): Setup {
             walls.applyMs ??= applied.wallMs;
             walls.reapplyMs ??= (await lab.apply({ sites })).wallMs;
             await startNamespaceGuest(lab.world, "virbr-wg");
-            // The gateway admits nothing from the tunnel; open the bench's iperf3 port for this run only.
-            await lab.world.hostExec("cloud", "nft insert rule inet wgexit_gateway input iifname wg0 tcp dport 5202 accept; nft insert rule inet wgexit_gateway input iifname wg0 icmp type echo-request accept");
+            // The gateway admits nothing from the tunnel; open the bench's iperf3 port for this run
+            // only, after the rule that accepts established traffic, so the tunnel's own datagrams
+            // meet the gateway's input chain as they do in production (not two extra rules first).
+            await lab.world.hostExec("cloud", `c='inet wgexit_gateway input'; h=$(nft -a list chain $c | sed -n 's/^\\s*ct state established,related accept # handle \\([0-9]*\\)$/\\1/p'); test -n "$h" && nft add rule $c position $h iifname wg0 tcp dport 5202 accept && nft add rule $c position $h iifname wg0 icmp type echo-request accept`);
             stop = await tunnelServer(lab, "10.66.0.1", 5202);
             ensureOwnSessions("wgexit");
         },

@@ -123,7 +123,7 @@ export const VARIANTS: Variant[] = [
         name: "MSS clamp removed (site and gateway)",
         note: "TCP through paths that drop ICMP \"fragmentation needed\"",
         apply: [
-            on("kvm", "nft -a list chain inet wgexit_site forward | sed -n 's/.*maxseg.* # handle \\([0-9]*\\)$/\\1/p' | xargs -r -n1 nft delete rule inet wgexit_site forward handle"),
+            on("kvm", "for c in forward_from_guests forward_from_tunnel; do nft -a list chain inet wgexit_site $c | sed -n 's/.*maxseg.* # handle \\([0-9]*\\)$/\\1/p' | xargs -r -n1 nft delete rule inet wgexit_site $c handle; done"),
             on("cloud", "nft -a list chain inet wgexit_gateway forward | sed -n 's/.*maxseg.* # handle \\([0-9]*\\)$/\\1/p' | xargs -r -n1 nft delete rule inet wgexit_gateway forward handle"),
         ],
         undo: [on("kvm", RESTORE_SITE), on("cloud", RESTORE_GATEWAY)],
@@ -158,13 +158,22 @@ export async function ablation(lab: Lab, ours: Setup, rounds: number, seconds: n
         const base: number[] = [];
         const changed: number[] = [];
         await phase(`ablation: ${v.name} (${rounds} rounds)`, async () => {
-            for (let r = 0; r < rounds; r++) {
-                base.push(await internet());
+            const measureChanged = async () => {
                 await runAll(lab, v.apply);
                 try {
                     changed.push(await internet());
                 } finally {
                     await runAll(lab, v.undo);
+                }
+            };
+            // Ours first in even rounds, the variant first in odd ones: neither always follows the other.
+            for (let r = 0; r < rounds; r++) {
+                if (r % 2 === 0) {
+                    base.push(await internet());
+                    await measureChanged();
+                } else {
+                    await measureChanged();
+                    base.push(await internet());
                 }
             }
         }, "bench");

@@ -15,6 +15,7 @@ import { baseConfig, runProgram } from "../test/helpers/program";
 import { type ApplyTime, applyTimes } from "./applyTime";
 import { bareSetup, oursSetup, type PmtuDownload, pmtuDownload, type Setup, seedSetup, STREAMS, type Walls } from "./dataplane";
 import { type FailoverTimes, failoverTimes } from "./failover";
+import { CATEGORIES, type CpuProfile, profile, profileUnsupportedReason } from "./profile";
 import { ablation, alternate, type RoundResults, ratios, type Spread, spread, type VariantResult, verdict } from "./rounds";
 
 const quick = process.argv.includes("--quick");
@@ -72,6 +73,7 @@ interface DataPlane {
     rounds: RoundResults;
     pmtu: { ours: PmtuDownload; seed: PmtuDownload };
     ablation: VariantResult[];
+    profiles: { rate: number; seconds: number; ours: CpuProfile[]; seed: CpuProfile[] } | { skipped: string };
     applyTimes: ApplyTime[] | { skipped: string };
     failover: FailoverTimes;
     walls: Partial<Walls>;
@@ -96,8 +98,8 @@ async function dataPlane(): Promise<{ skipped: string } | DataPlane> {
     const lab = await phase("data plane: building the lab world", () => Lab.start(), "bench");
     try {
         const o = quick
-            ? { rounds: 1, seconds: 1, repeats: 1, pings: 5, ablationRounds: 1, ablationSeconds: 1, pmtuLimit: 10, guests: [1, 2], failoverRounds: 1 }
-            : { rounds: 6, seconds: 4, repeats: 3, pings: 20, ablationRounds: 3, ablationSeconds: 3, pmtuLimit: 30, guests: [1, 8], failoverRounds: 3 };
+            ? { rounds: 1, seconds: 1, repeats: 1, pings: 5, ablationRounds: 1, ablationSeconds: 1, profileRounds: 1, profileRate: 20, profileSeconds: 2, pmtuLimit: 10, guests: [1, 2], failoverRounds: 1 }
+            : { rounds: 6, seconds: 4, repeats: 3, pings: 20, ablationRounds: 4, ablationSeconds: 3, profileRounds: 3, profileRate: 150, profileSeconds: 5, pmtuLimit: 30, guests: [1, 8], failoverRounds: 3 };
         const load = { before: os.loadavg().map((l) => Number(l.toFixed(2))), after: [] as number[] };
         const walls: Partial<Walls> = {};
         const [ours, seed, bare] = [oursSetup(lab, walls), seedSetup(lab), bareSetup(lab)];
@@ -108,14 +110,31 @@ async function dataPlane(): Promise<{ skipped: string } | DataPlane> {
         };
         const rounds = await alternate(lab, [ours, seed, bare], o.rounds, o.seconds, o.repeats, o.pings);
         const variants = await withSetup(ours, () => ablation(lab, ours, o.ablationRounds, o.ablationSeconds));
+        const profiles = await cpuProfiles(lab, ours, seed, o.profileRounds, o.profileRate, o.profileSeconds);
         // After the data-plane measurements (the guests of the next phase load the machine on purpose).
         load.after = os.loadavg().map((l) => Number(l.toFixed(2)));
         const applied = await applyTimes(lab, o.guests);
         const failover = await phase(`failover with two gateways (${o.failoverRounds} round${o.failoverRounds > 1 ? "s" : ""})`, () => failoverTimes(lab, o.failoverRounds), "bench");
-        return { rounds, pmtu, ablation: variants, applyTimes: applied, failover, walls, load };
+        return { rounds, pmtu, ablation: variants, profiles, applyTimes: applied, failover, walls, load };
     } finally {
         await phase("data plane: teardown", () => lab.destroy(), "bench");
     }
+}
+
+/** Ours and the seed profiled in turn (ours, seed, then seed, ours, …), `rounds` each. */
+async function cpuProfiles(lab: Lab, ours: Setup, seed: Setup, rounds: number, rate: number, seconds: number): Promise<DataPlane["profiles"]> {
+    const reason = await profileUnsupportedReason();
+    if (reason) {
+        console.error(`[bench] CPU profile skipped: ${reason}`);
+        return { skipped: reason };
+    }
+    const out = { rate, seconds, ours: [] as CpuProfile[], seed: [] as CpuProfile[] };
+    for (let r = 0; r < rounds; r++) {
+        for (const [name, setup] of r % 2 === 0 ? ([["ours", ours], ["seed", seed]] as const) : ([["seed", seed], ["ours", ours]] as const)) {
+            out[name].push(await phase(`CPU profile ${r + 1}/${rounds}: ${setup.name} at ${rate} Mbit/s`, () => withSetup(setup, () => profile(lab, setup, rate, seconds)), "bench"));
+        }
+    }
+    return out;
 }
 
 /** Plan time against estate size, as a small SVG line chart. */
@@ -199,6 +218,8 @@ function dataPlaneMarkdown(d: DataPlane): string[] {
         "| change | variant ÷ ours | what it gives up |",
         "| --- | --- | --- |",
         ...d.ablation.map((v) => `| ${v.name} | ${range(v.ratio, 2)} | ${v.note} |`),
+        "",
+        ...profileMarkdown(d.profiles),
     ];
     if ("skipped" in d.applyTimes) {
         lines.push("", `Apply time: skipped (${d.applyTimes.skipped}).`);
@@ -220,6 +241,23 @@ function dataPlaneMarkdown(d: DataPlane): string[] {
     );
     lines.push("", `Lab wall time (ours, first round): apply ${d.walls.applyMs} ms, re-apply ${d.walls.reapplyMs} ms, destroy ${d.walls.destroyMs} ms.`);
     return lines;
+}
+
+function profileMarkdown(p: DataPlane["profiles"]): string[] {
+    if ("skipped" in p) return [`CPU profile: skipped (${p.skipped}).`];
+    const cell = (xs: CpuProfile[], f: (x: CpuProfile) => number, digits: number) => range(spread(xs.map(f)), digits);
+    const row = (name: string, xs: CpuProfile[]) => `| ${name} | ${cell(xs, (x) => x.mbit, 0)} | ${CATEGORIES.map((c) => cell(xs, (x) => x.shares[c], 1)).join(" | ")} |`;
+    const netfilter = ratios(p.ours.map((x) => x.shares.netfilter), p.seed.map((x) => x.shares.netfilter));
+    return [
+        `Where the CPU goes: guest → internet at ${p.rate} Mbit/s for ${p.seconds} s (a rate both carry), every CPU sampled by perf; % of the busy samples, by kernel function (netfilter, bridge, routing) or process (the rest of wireguard-go's), median over ${p.ours.length} rounds (min–max):`,
+        "",
+        `| setup | Mbit/s reached | ${CATEGORIES.join(" | ")} |`,
+        `| --- | --- | ${CATEGORIES.map(() => "---").join(" | ")} |`,
+        row("wgexit", p.ours),
+        row("KVM seed, by hand", p.seed),
+        "",
+        `Netfilter share, ours ÷ the seed: ${iqr(spread(netfilter))}.`,
+    ];
 }
 
 async function main() {

@@ -43,71 +43,68 @@ export interface SiteGateway {
 const family = (cidrs: string[], f: 4 | 6) => cidrs.filter((c) => parseCidr(c)?.family === f);
 const quoted = (names: string[]) => `{ ${names.map((n) => JSON.stringify(n)).join(", ")} }`;
 
-/** The site's table: guests reach only the tunnel, the tunnel reaches only guests, the host stays sealed. */
+/**
+ * The site's table: guests reach only the tunnel, the tunnel reaches only guests, the host stays
+ * sealed. Each hook dispatches on the input interface with one verdict-map lookup, so a packet
+ * is judged only by the rules for where it came from (the host's other traffic by none), and
+ * the replies to guests are accepted by the second rule they meet.
+ */
 export function renderSiteRuleset(s: SiteSettings): string {
-    const wg = s.extraTunnels?.length ? quoted([s.wgInterface, ...s.extraTunnels]) : JSON.stringify(s.wgInterface);
+    const tunnels = [s.wgInterface, ...(s.extraTunnels ?? [])];
+    const wg = tunnels.length > 1 ? quoted(tunnels) : JSON.stringify(s.wgInterface);
     const bridges = quoted(s.networks.map((n) => n.bridge));
     const inbound4 = family(s.allowInboundFrom, 4);
     const inbound6 = family(s.allowInboundFrom, 6);
-    const lines: string[] = [];
-    const add = (line: string) => lines.push(`\t\t${line}`);
-    const perNetwork = (f: (n: ResolvedNetwork, bridge: string) => void) => {
-        for (const n of s.networks) f(n, JSON.stringify(n.bridge));
-    };
+    const lan4 = family(s.lanCidrs, 4);
+    const lan6 = family(s.lanCidrs, 6);
+    const dispatch = (fromTunnel: string, fromGuests: string) =>
+        `iifname vmap { ${[...tunnels.map((t) => `${JSON.stringify(t)} : jump ${fromTunnel}`), ...s.networks.map((n) => `${JSON.stringify(n.bridge)} : jump ${fromGuests}`)].join(", ")} }`;
+    const chain = (name: string, rules: (string | false | undefined)[]) =>
+        `\tchain ${name} {\n${rules.filter((r): r is string => typeof r === "string").map((r) => `\t\t${r}\n`).join("")}\t}`;
+    const clamp = `tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment "clamp MSS to the tunnel MTU"`;
 
-    const input = () => {
-        add(`iifname ${wg} ct state established,related accept`);
-        add(`iifname ${wg} counter drop comment "nothing from the tunnel reaches the host"`);
-        add(`iifname ${bridges} ct state established,related accept comment "replies to the host's own connections"`);
-        add(`iifname ${bridges} udp sport 68 udp dport 67 accept comment "DHCPv4 from guests"`);
-        add(`iifname ${bridges} icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept comment "IPv6 neighbour and router discovery"`);
-        if (s.serveDns) add(`iifname ${bridges} meta l4proto { tcp, udp } th dport 53 accept comment "DNS served by the host (serveDns)"`);
-        add(`iifname ${bridges} counter drop comment "guests cannot reach the host"`);
-    };
-    const forward = () => {
-        if (s.lanCidrs.length) {
-            const lan4 = family(s.lanCidrs, 4);
-            const lan6 = family(s.lanCidrs, 6);
-            if (lan4.length) add(`iifname ${bridges} ip daddr { ${lan4.join(", ")} } counter drop comment "guests never reach the home network, not even through the internet"`);
-            if (lan6.length) add(`iifname ${bridges} ip6 daddr { ${lan6.join(", ")} } counter drop comment "guests never reach the home network, not even through the internet"`);
-        }
-        add(`oifname ${wg} tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment "clamp MSS to the tunnel MTU"`);
-        add(`iifname ${wg} tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment "clamp MSS to the tunnel MTU"`);
-        perNetwork((n, bridge) => {
-            add(`iifname ${bridge} oifname ${wg} ip saddr ${n.cidr} accept comment "guests of ${n.name} to the tunnel"`);
-            if (n.cidrV6) add(`iifname ${bridge} oifname ${wg} ip6 saddr ${n.cidrV6} accept comment "guests of ${n.name} to the tunnel"`);
-        });
-        add(`iifname ${wg} oifname ${bridges} ct state established,related accept`);
-        perNetwork((n, bridge) => {
-            if (inbound4.length) add(`iifname ${wg} oifname ${bridge} ip saddr { ${inbound4.join(", ")} } ip daddr ${n.cidr} ct state new accept comment "allowInboundFrom to ${n.name}"`);
-            if (inbound6.length && n.cidrV6) add(`iifname ${wg} oifname ${bridge} ip6 saddr { ${inbound6.join(", ")} } ip6 daddr ${n.cidrV6} ct state new accept comment "allowInboundFrom to ${n.name}"`);
-        });
-        for (const f of s.portForwards) {
-            add(`iifname ${wg} oifname ${JSON.stringify(f.bridge)} ip daddr ${f.address} ${f.protocol} dport ${f.toPort} ct state new accept comment ${JSON.stringify(`port forward ${f.name}`)}`);
-        }
-        add(`iifname ${bridges} counter drop comment "guests reach only the tunnel (not the LAN)"`);
-        add(`oifname ${bridges} counter drop comment "only the tunnel reaches guests"`);
-        add(`iifname ${wg} counter drop comment "the tunnel reaches nothing else (not the LAN)"`);
-        add(`oifname ${wg} counter drop comment "nothing else enters the tunnel"`);
-    };
-
-    input();
-    const inputRules = lines.splice(0).join("\n");
-    forward();
-    const forwardRules = lines.splice(0).join("\n");
+    const chains = [
+        chain("input", ["type filter hook input priority filter; policy accept;", dispatch("input_from_tunnel", "input_from_guests")]),
+        chain("input_from_tunnel", ["ct state established,related accept", `counter drop comment "nothing from the tunnel reaches the host"`]),
+        chain("input_from_guests", [
+            `ct state established,related accept comment "replies to the host's own connections"`,
+            `udp sport 68 udp dport 67 accept comment "DHCPv4 from guests"`,
+            `icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept comment "IPv6 neighbour and router discovery"`,
+            s.serveDns && `meta l4proto { tcp, udp } th dport 53 accept comment "DNS served by the host (serveDns)"`,
+            `counter drop comment "guests cannot reach the host"`,
+        ]),
+        chain("forward", [
+            "type filter hook forward priority filter; policy accept;",
+            dispatch("forward_from_tunnel", "forward_from_guests"),
+            `oifname ${bridges} counter drop comment "only the tunnel reaches guests"`,
+            `oifname ${wg} counter drop comment "nothing else enters the tunnel"`,
+        ]),
+        chain("forward_from_guests", [
+            lan4.length > 0 && `ip daddr { ${lan4.join(", ")} } counter drop comment "guests never reach the home network, not even through the internet"`,
+            lan6.length > 0 && `ip6 daddr { ${lan6.join(", ")} } counter drop comment "guests never reach the home network, not even through the internet"`,
+            `oifname ${wg} ${clamp}`,
+            ...s.networks.flatMap((n) => [
+                `iifname ${JSON.stringify(n.bridge)} oifname ${wg} ip saddr ${n.cidr} accept comment "guests of ${n.name} to the tunnel"`,
+                n.cidrV6 && `iifname ${JSON.stringify(n.bridge)} oifname ${wg} ip6 saddr ${n.cidrV6} accept comment "guests of ${n.name} to the tunnel"`,
+            ]),
+            `counter drop comment "guests reach only the tunnel (not the LAN)"`,
+        ]),
+        chain("forward_from_tunnel", [
+            clamp,
+            `oifname ${bridges} ct state established,related accept comment "replies to guests"`,
+            ...s.networks.flatMap((n) => [
+                inbound4.length > 0 && `oifname ${JSON.stringify(n.bridge)} ip saddr { ${inbound4.join(", ")} } ip daddr ${n.cidr} ct state new accept comment "allowInboundFrom to ${n.name}"`,
+                inbound6.length > 0 && n.cidrV6 && `oifname ${JSON.stringify(n.bridge)} ip6 saddr { ${inbound6.join(", ")} } ip6 daddr ${n.cidrV6} ct state new accept comment "allowInboundFrom to ${n.name}"`,
+            ]),
+            ...s.portForwards.map((f) => `oifname ${JSON.stringify(f.bridge)} ip daddr ${f.address} ${f.protocol} dport ${f.toPort} ct state new accept comment ${JSON.stringify(`port forward ${f.name}`)}`),
+            `counter drop comment "the tunnel reaches nothing else (not the LAN)"`,
+        ]),
+    ];
     return `# wgexit site firewall: one table, replaced atomically by ${SITE_SCRIPT}.
 # Policies are accept so the host's other traffic (its LAN services, other libvirt
 # networks) is left alone; every rule concerns the tunnel or the guest bridges.
 table inet ${SITE_TABLE} {
-	chain input {
-		type filter hook input priority filter; policy accept;
-${inputRules}
-	}
-
-	chain forward {
-		type filter hook forward priority filter; policy accept;
-${forwardRules}
-	}
+${chains.join("\n\n")}
 }
 `;
 }

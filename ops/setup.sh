@@ -17,7 +17,7 @@
 wgexit_package_groups() {
 	cat <<'EOF'
 lab world|network namespaces as hosts, each with its own sshd, WireGuard, nftables and iptables, DHCP|iproute2 iptables nftables wireguard-tools wireguard-go openssh-server openssh-client dnsmasq-base
-lab probes|the checks' HTTP, DNS and ping probes, packet captures, the lab's echo server, and iperf3 for the benchmark|curl ca-certificates iputils-ping tcpdump python3 iperf3
+lab probes|the checks' HTTP, DNS and ping probes, packet captures, the lab's echo server, iperf3 and perf for the benchmark|curl ca-certificates iputils-ping tcpdump python3 iperf3 linux-perf
 KVM site|a real libvirtd (virsh) and a QEMU guest under software emulation, its disks, NoCloud seed and busybox initramfs|libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils genisoimage busybox-static kmod xz-utils
 real-tool checks|the tests run the real tools on what the program renders: shellcheck, cloud-init's schema, virt-xml-validate (xmllint), QR decoding|shellcheck cloud-init libxml2-utils zbar-tools
 EOF

@@ -53,34 +53,52 @@ describe("KVM site renderers", () => {
     });
     it("seed snapshots", () => matchSnapshot("guest-user-data.yaml", `${renderGuestUserData(web)}---\n${renderGuestMetaData("home", web)}`));
 
-    it("input: the tunnel gets only replies, guests get only DHCP (no DNS by default)", () => {
-        const input = section(renderSiteRuleset(settings), "chain input", "chain forward");
-        const lines = input.split("\n").map((l) => l.trim());
-        assert.deepEqual(
-            lines.filter((l) => l.startsWith('iifname "wgexit0"')),
-            ['iifname "wgexit0" ct state established,related accept', 'iifname "wgexit0" counter drop comment "nothing from the tunnel reaches the host"'],
-        );
-        assert.match(input, /udp sport 68 udp dport 67 accept/);
-        assert.doesNotMatch(input, /dport 53/);
-        assert.match(lines.filter((l) => l.startsWith('iifname { "virbr-wg", "virbr-lab" }')).pop() ?? "", /counter drop/);
-        assert.match(section(renderSiteRuleset({ ...settings, serveDns: true }), "chain input", "chain forward"), /th dport 53 accept comment "DNS served by the host \(serveDns\)"/);
+    // The chain a packet is judged by, as its rules without comments, one per line.
+    const rules = (text: string, name: string) => {
+        const body = text.slice(text.indexOf(`chain ${name} {`));
+        return body.slice(body.indexOf("\n") + 1, body.indexOf("\n\t}")).split("\n").map((l) => l.trim().replace(/ comment .*/, ""));
+    };
+
+    it("input: each source to its own chain; the tunnel gets only replies, guests get only DHCP (no DNS by default)", () => {
+        const ruleset = renderSiteRuleset(settings);
+        assert.deepEqual(rules(ruleset, "input"), [
+            "type filter hook input priority filter; policy accept;",
+            'iifname vmap { "wgexit0" : jump input_from_tunnel, "virbr-wg" : jump input_from_guests, "virbr-lab" : jump input_from_guests }',
+        ]);
+        assert.deepEqual(rules(ruleset, "input_from_tunnel"), ["ct state established,related accept", "counter drop"]);
+        const guests = rules(ruleset, "input_from_guests");
+        assert.ok(guests.includes("udp sport 68 udp dport 67 accept"));
+        assert.equal(guests.at(-1), "counter drop", "guests cannot reach the host");
+        assert.ok(!guests.some((r) => r.includes("dport 53")));
+        assert.ok(rules(renderSiteRuleset({ ...settings, serveDns: true }), "input_from_guests").includes("meta l4proto { tcp, udp } th dport 53 accept"));
     });
 
     it("forward: guests to the tunnel only, inbound only from allowInboundFrom, nothing between tunnel and LAN", () => {
-        const forward = section(renderSiteRuleset(settings), "chain forward");
-        assert.match(forward, /iifname "virbr-wg" oifname "wgexit0" ip saddr 192\.168\.100\.0\/24 accept/);
-        assert.match(forward, /iifname "virbr-wg" oifname "wgexit0" ip6 saddr fd66:100::\/64 accept/);
-        assert.match(forward, /iifname "wgexit0" oifname "virbr-wg" ip saddr \{ 10\.66\.0\.0\/24 \} ip daddr 192\.168\.100\.0\/24 ct state new accept/);
-        assert.match(forward, /maxseg size set rt mtu/);
-        assert.match(forward.split("\n")[2], /iifname \{ "virbr-wg", "virbr-lab" \} ip daddr \{ 192\.168\.1\.0\/24 \} counter drop/, "the home network is refused first, even via the internet");
-        const tail = forward.trim().split("\n").map((l) => l.trim()).slice(-6, -2);
-        assert.deepEqual(
-            tail.map((l) => l.replace(/ comment .*/, "")),
-            ['iifname { "virbr-wg", "virbr-lab" } counter drop', 'oifname { "virbr-wg", "virbr-lab" } counter drop', 'iifname "wgexit0" counter drop', 'oifname "wgexit0" counter drop'],
-            "the last rules seal bridges and tunnel whatever came before",
-        );
-        assert.match(forward, /iifname "wgexit0" oifname "virbr-wg" ip daddr 192\.168\.100\.10 tcp dport 8443 ct state new accept comment "port forward https"/);
-        const closed = section(renderSiteRuleset({ ...settings, allowInboundFrom: [], portForwards: [] }), "chain forward");
+        const ruleset = renderSiteRuleset(settings);
+        assert.deepEqual(rules(ruleset, "forward"), [
+            "type filter hook forward priority filter; policy accept;",
+            'iifname vmap { "wgexit0" : jump forward_from_tunnel, "virbr-wg" : jump forward_from_guests, "virbr-lab" : jump forward_from_guests }',
+            'oifname { "virbr-wg", "virbr-lab" } counter drop',
+            'oifname "wgexit0" counter drop',
+        ], "whatever no chain took: nothing else reaches guests or enters the tunnel");
+        assert.deepEqual(rules(ruleset, "forward_from_guests"), [
+            "ip daddr { 192.168.1.0/24 } counter drop",
+            'oifname "wgexit0" tcp flags syn / syn,rst tcp option maxseg size set rt mtu',
+            'iifname "virbr-wg" oifname "wgexit0" ip saddr 192.168.100.0/24 accept',
+            'iifname "virbr-wg" oifname "wgexit0" ip6 saddr fd66:100::/64 accept',
+            'iifname "virbr-lab" oifname "wgexit0" ip saddr 192.168.101.0/24 accept',
+            "counter drop",
+        ], "the home network refused first, even via the internet; each bridge only its own subnet, only to the tunnel");
+        assert.deepEqual(rules(ruleset, "forward_from_tunnel"), [
+            "tcp flags syn / syn,rst tcp option maxseg size set rt mtu",
+            'oifname { "virbr-wg", "virbr-lab" } ct state established,related accept',
+            'oifname "virbr-wg" ip saddr { 10.66.0.0/24 } ip daddr 192.168.100.0/24 ct state new accept',
+            'oifname "virbr-wg" ip6 saddr { fd66:66:66::/64 } ip6 daddr fd66:100::/64 ct state new accept',
+            'oifname "virbr-lab" ip saddr { 10.66.0.0/24 } ip daddr 192.168.101.0/24 ct state new accept',
+            'oifname "virbr-wg" ip daddr 192.168.100.10 tcp dport 8443 ct state new accept',
+            "counter drop",
+        ], "replies to guests second (the clamp sees the SYN-ACK first), new connections only from allowInboundFrom and port forwards");
+        const closed = renderSiteRuleset({ ...settings, allowInboundFrom: [], portForwards: [] });
         assert.doesNotMatch(closed, /ct state new accept/, "no inbound when allowInboundFrom and portForwards are empty");
     });
 

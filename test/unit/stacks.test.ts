@@ -111,7 +111,9 @@ describe("split layout", () => {
             assert.match(failover, /TUNNELS='wgexit0 wgexit0-2'\nGATEWAYS='gateway ovh'\nPROBES='10\.66\.0\.1 10\.67\.0\.1'\nPROBE_INTERVAL='1'\nFAIL_AFTER='2'\nFAILBACK_AFTER='30'/);
             assert.match(failover, /ADDRESS_V4='10\.67\.0\.3\/32'/, "the site's host index in the gateway stack's first block, in the second's");
             assert.match(failover, /Endpoint = 198\.51\.100\.40:51821/);
-            assert.match(command(site2, "site-home-install"), /iifname \{ "wgexit0", "wgexit0-2" \} oifname "virbr-wg" ip daddr 192\.168\.100\.10 tcp dport 8443 ct state new accept comment "port forward https"/);
+            const install = command(site2, "site-home-install");
+            assert.match(install, /iifname vmap \{ "wgexit0" : jump forward_from_tunnel, "wgexit0-2" : jump forward_from_tunnel, /, "from either tunnel");
+            assert.match(install, /\toifname "virbr-wg" ip daddr 192\.168\.100\.10 tcp dport 8443 ct state new accept comment "port forward https"/);
         });
 
         it("a peer stack's laptop joins both gateways: the further one takes its VM, the VM gets a tunnel to each, the laptop lets it reach both", async () => {
