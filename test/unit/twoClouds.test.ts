@@ -29,7 +29,7 @@ describe("two clouds", () => {
         //    puts the same routes, openings and DNS back). README "Two clouds" says so;
         //  - issue 16 again, the site's table dispatching on the input interface (fewer rules per
         //    packet, the same verdicts): site-<name>-install's create and update, which replace
-        //    the table in one transaction. README "Benchmark" says so.
+        //    the table in one transaction. README "The KVM site" says so.
         // split-gateway and split-site are the split layout: a gateway stack taking a site
         // stack's site and laptop, and that site stack joining it, each with the outputs it reads
         // from the other (`stacks`, the same at d41a129 as now). Recorded the same way; against
