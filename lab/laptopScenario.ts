@@ -6,6 +6,7 @@
 // laptop and its VM back exactly as they were.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { isDatagramTo } from "./capture";
 import { inNs, waitFor } from "./exec";
 import { type Check, diffLines, failureLine, Lab, labStackFile, type StackOutputs, statusPeerLines, statusProblems } from "./lab";
 import { LAB } from "./world";
@@ -24,7 +25,9 @@ const ROAM_RECOVERY_BOUND_S = 10;
 interface Capture {
     /** Frames sent by the laptop's Wi-Fi interface, as tcpdump prints them. */
     fromLaptop: string[];
-    /** Those that are neither ARP nor the VM's WireGuard flow to the endpoint. */
+    /** Those that are the VM's WireGuard flow to an endpoint. */
+    wireguard: string[];
+    /** Those that are neither ARP nor the VM's WireGuard flow to an endpoint. */
     leaks: string[];
 }
 
@@ -47,11 +50,8 @@ export async function captureUplink(lab: Lab, during: () => Promise<void>, lapto
     const mac = (await inNs(w.ns("laptop"), "cat /sys/class/net/wlan0/address")).stdout.trim();
     const frames = (await inNs(w.ns("home"), `tcpdump -r ${pcap} -nn -e 2>/dev/null`, { allowFail: true })).stdout.split("\n").filter(Boolean);
     const fromLaptop = frames.filter((f) => f.split(" ")[1] === mac);
-    const dots = (s: string) => s.replace(/\./g, "\\.");
-    // UDP by address and port, not by tcpdump's decoding: it names some source ports' datagrams
-    // after another protocol (49152 prints as "BCM-LI-SHIM"), never as TCP ("Flags [").
-    const allowed = (f: string) => /ethertype ARP/.test(f) || (!/: Flags \[/.test(f) && laptopAddresses.some((a) => endpoints.some((e) => new RegExp(`: ${dots(a)}\\.\\d+ > ${dots(e)}: `).test(f))));
-    return { fromLaptop, leaks: fromLaptop.filter((f) => !allowed(f)) };
+    const wireguard = fromLaptop.filter((f) => isDatagramTo(f, endpoints, laptopAddresses));
+    return { fromLaptop, wireguard, leaks: fromLaptop.filter((f) => !/ethertype ARP/.test(f) && !wireguard.includes(f)) };
 }
 
 /** What the laptop achieves: ping, HTTP over IPv4 and IPv6, DNS through its resolv.conf, the LAN device. */
@@ -120,7 +120,7 @@ export async function laptopScenario(lab: Lab): Promise<void> {
     const queries = fs.readFileSync(path.join(w.root, "resolver.log"), "utf8").split("\n").filter((l) => / from /.test(l) && /query\[/.test(l));
     const sources = [...new Set(queries.map((l) => l.replace(/.* from /, "").trim()))];
     lab.record(group, "DNS goes to the configured resolver through the tunnel", probes.dns && sources.length > 0 && sources.every((a) => a === LAB.cloudPublic.v4), `answered ${probes.dns}, resolver saw ${sources.join(", ") || "nothing"}`);
-    const wireguard = capture.fromLaptop.filter((f) => !/ethertype ARP/.test(f)).length;
+    const wireguard = capture.wireguard.length;
     lab.record(group, "uplink capture: only UDP to the gateway endpoint leaves the laptop (and ARP)", capture.leaks.length === 0 && wireguard > 0, capture.leaks.length ? `leaked: ${capture.leaks.slice(0, 3).join(" | ")}` : `${wireguard} WireGuard frames, ${capture.fromLaptop.length - wireguard} ARP, nothing else`);
     lab.record(group, "laptop → device on the same Wi-Fi: blocked", probes.lan === undefined && w.readLog("lan-clients").length === 0, `LAN device saw ${w.readLog("lan-clients").length} connections`);
     const exposed = await lanToLaptop();
@@ -215,7 +215,7 @@ async function roamWithTraffic(lab: Lab, group: string): Promise<void> {
         );
         const first = repliesAfter(fs.readFileSync(ping.logFile, "utf8"), roamedAt + 1.2)[0];
         const recovery = first === undefined ? undefined : first - roamedAt;
-        const wireguard = capture.fromLaptop.filter((f) => !/ethertype ARP/.test(f)).length;
+        const wireguard = capture.wireguard.length;
         lab.record(
             group,
             `roaming with traffic in flight: egress resumes within ${ROAM_RECOVERY_BOUND_S} s`,

@@ -66,7 +66,7 @@ export async function twoCloudsLaptopScenario(lab: Lab): Promise<void> {
         lab.record(group, `the first cloud cut off: the laptop leaves by the second within ${DETECTION_BOUND_S} s`, times.failover <= DETECTION_BOUND_S, `failover time ${times.failover.toFixed(1)} s`);
         lab.record(group, `the first cloud back: the laptop returns after its ${FAILOVER.failbackAfterSeconds} s hold, not before`, times.failback >= FAILOVER.failbackAfterSeconds && times.failback <= FAILOVER.failbackAfterSeconds + DETECTION_BOUND_S, `returned after ${times.failback.toFixed(1)} s`);
         lab.record(group, "both clouds cut off: the VM's kill switch refuses the laptop's traffic, nothing answers", lateAnswers === 0 && !/^default dev/m.test(kill) && /unreachable default/.test(kill), `table 7701: ${kill}; ${lateAnswers} answers; both back: first answer after ${times.resumed.toFixed(1)} s`);
-        const wireguard = capture.fromLaptop.filter((f) => !/ethertype ARP/.test(f));
+        const wireguard = capture.wireguard;
         const toSecond = wireguard.filter((f) => f.includes(`> ${LAB.cloud2.v4}.51820`)).length;
         lab.record(group, "through all of it: only the VM's WireGuard flows to the two endpoints leave the laptop's Wi-Fi (and ARP)", capture.leaks.length === 0 && toSecond > 0 && wireguard.length > toSecond, capture.leaks[0] ?? `${wireguard.length} WireGuard frames (${toSecond} to the second gateway), ${capture.fromLaptop.length - wireguard.length} ARP, nothing else`);
     } finally {

@@ -4,6 +4,7 @@
 // internet in turn, with the far end of the KVM host's LAN link captured throughout.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { isDatagramTo } from "./capture";
 import { inNs, waitFor } from "./exec";
 import { startNamespaceGuest, stopNamespaceGuest } from "./guests";
 import { diffLines, type Lab, type StackOutputs } from "./lab";
@@ -255,9 +256,7 @@ export async function twoCloudsScenario(lab: Lab): Promise<void> {
     const mac = (await inNs(w.ns("kvm"), "cat /sys/class/net/eth0/address")).stdout.trim();
     const frames = (await inNs(w.ns("home"), `tcpdump -r ${pcap} -nn -e 2>/dev/null`, { allowFail: true })).stdout.split("\n").filter((f) => f.split(" ")[1] === mac);
     const endpoints = [`${LAB.cloudPublic.v4}.51820`, `${LAB.cloud2.v4}.51820`];
-    // By address and port, not by tcpdump's decoding: it names some source ports' datagrams
-    // after another protocol (49152 prints as "BCM-LI-SHIM", seen in CI), never as TCP.
-    const wireguard = frames.filter((f) => endpoints.some((e) => f.includes(`> ${e}: `)) && !/: Flags \[/.test(f));
+    const wireguard = frames.filter((f) => isDatagramTo(f, endpoints));
     const ssh = frames.filter((f) => /\.22 > 192\.168\.1\.99\.\d+: Flags/.test(f));
     const guestPackets = frames.filter((f) => / 192\.168\.100\.\d+(\.\d+)? >|fd66:100:/.test(f));
     // The host's own ICMP errors to a gateway's address: its kernel answering a datagram from
