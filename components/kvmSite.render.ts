@@ -87,6 +87,9 @@ export function renderSiteRuleset(s: SiteSettings): string {
                 `iifname ${JSON.stringify(n.bridge)} oifname ${wg} ip saddr ${n.cidr} accept comment "guests of ${n.name} to the tunnel"`,
                 n.cidrV6 && `iifname ${JSON.stringify(n.bridge)} oifname ${wg} ip6 saddr ${n.cidrV6} accept comment "guests of ${n.name} to the tunnel"`,
             ]),
+            // Bridged, not routed: this chain sees them only where br_netfilter is loaded (Docker
+            // loads it), and guests of one network reach each other on any libvirt network.
+            ...s.networks.map((n) => `iifname ${JSON.stringify(n.bridge)} oifname ${JSON.stringify(n.bridge)} accept comment "guests of ${n.name} to each other"`),
             `counter drop comment "guests reach only the tunnel (not the LAN)"`,
         ]),
         chain("forward_from_tunnel", [

@@ -76,6 +76,17 @@ export async function stopNamespaceGuest(world: LabWorld): Promise<void> {
     await inNs(world.ns("kvm"), "ip link del g-nsguest 2>/dev/null", { allowFail: true });
 }
 
+/** A second VM on the bridge ("guest2"), with fixed addresses: the namespace guest's neighbour. */
+export async function startNeighbourGuest(world: LabWorld, bridge: string, v4: string, v6: string): Promise<void> {
+    await run(["ip", "link", "add", "g-nsguest2", "netns", world.ns("kvm"), "type", "veth", "peer", "name", "eth0", "netns", world.ns("guest2")]);
+    await inNs(world.ns("kvm"), `ip link set g-nsguest2 master ${bridge} up`);
+    await inNs(world.ns("guest2"), `ip link set eth0 up && ip addr add ${v4} dev eth0 && ip addr add ${v6} dev eth0 nodad`);
+}
+
+export async function stopNeighbourGuest(world: LabWorld): Promise<void> {
+    await inNs(world.ns("kvm"), "ip link del g-nsguest2 2>/dev/null", { allowFail: true });
+}
+
 export interface GuestBootFiles {
     kernel: string;
     initrd: string;

@@ -6,7 +6,7 @@ import * as path from "node:path";
 import { baseImageName } from "../components/guestVm.render";
 import { renderNetworkUpCommand, type SiteSettings } from "../components/kvmSite.render";
 import { inNs, waitFor } from "./exec";
-import { buildGuestBootFiles, guestKernelMissingReason, namespaceGuestV6, startNamespaceGuest, stopNamespaceGuest } from "./guests";
+import { buildGuestBootFiles, guestKernelMissingReason, namespaceGuestV6, startNamespaceGuest, startNeighbourGuest, stopNamespaceGuest, stopNeighbourGuest } from "./guests";
 import { type Check, diffLines, failureLine, Lab, type StackOutputs, statusPeerLines, statusProblems } from "./lab";
 import { LAB, PYTHON, type Role } from "./world";
 
@@ -168,6 +168,20 @@ export async function siteScenario(lab: Lab): Promise<void> {
         const sources = [...new Set(queries.map((l) => l.replace(/.* from /, "").trim()))];
         lab.record(group, "DNS from a guest is seen by the resolver only from the gateway's address", p.dns && sources.length > 0 && sources.every((a) => a === LAB.cloudPublic.v4), `answered ${p.dns}, resolver saw ${sources.join(", ") || "nothing"}`);
         lab.record(group, "guest → LAN device: blocked", !p.lan4 && !p.lan6 && w.readLog("lan-clients").length === 0, `answers ${p.lan4 ?? "none"}/${p.lan6 ?? "none"}, LAN device saw ${w.readLog("lan-clients").length}`);
+
+        // A neighbour on the same network: guests of one network reach each other, as on any
+        // libvirt network, also where the host passes bridged traffic through its firewall
+        // (br_netfilter, which Docker loads; the lab's namespaces inherit it from the machine).
+        const neighbour = { v4: "192.168.100.60", v6: "fd66:100::60" };
+        await startNeighbourGuest(w, BRIDGE, `${neighbour.v4}/24`, `${neighbour.v6}/64`);
+        try {
+            const brnf = (await inNs(w.ns("kvm"), "cat /proc/sys/net/bridge/bridge-nf-call-iptables /proc/sys/net/bridge/bridge-nf-call-ip6tables 2>/dev/null | tr '\\n' ' '", { allowFail: true })).stdout.trim();
+            const reach = async (address: string) => (await inNs(w.ns("guest"), `ping -n -c 3 -W 2 ${address}`, { allowFail: true })).code === 0;
+            const [v4, v6] = [await reach(neighbour.v4), await reach(neighbour.v6)];
+            lab.record(group, "guest → another guest of its network: reachable (IPv4, IPv6), bridged traffic through netfilter", v4 && v6, `IPv4 ${v4 ? "answered" : "silent"}, IPv6 ${v6 ? "answered" : "silent"}; bridge-nf-call-iptables/ip6tables: ${brnf || "br_netfilter not loaded"}`);
+        } finally {
+            await stopNeighbourGuest(w);
+        }
 
         // The host: every address it has, from the guest and from the gateway.
         const hostAddresses = ["192.168.100.1", "fd66:100::1", LAB.kvm.v4, LAB.kvm.v6, outputs.peerAddresses.home.addressV4, outputs.peerAddresses.home.addressV6];

@@ -31,8 +31,8 @@ export const LAB = {
     testPeer: { v4: "203.0.113.30", v6: "2001:db8:113::30", subnet: "192.168.200.0/24", subnetHost: "192.168.200.1", subnetV6: "fd66:200::/64", subnetHostV6: "fd66:200::1" },
 } as const;
 
-export type Role = "inet" | "srv" | "vcn" | "cloud" | "cloud2" | "home" | "lan" | "ctl" | "peer" | "kvm" | "guest" | "laptop" | "lvm";
-const ROLES: Role[] = ["inet", "srv", "vcn", "cloud", "cloud2", "home", "lan", "ctl", "peer", "kvm", "guest", "laptop", "lvm"];
+export type Role = "inet" | "srv" | "vcn" | "cloud" | "cloud2" | "home" | "lan" | "ctl" | "peer" | "kvm" | "guest" | "guest2" | "laptop" | "lvm";
+const ROLES: Role[] = ["inet", "srv", "vcn", "cloud", "cloud2", "home", "lan", "ctl", "peer", "kvm", "guest", "guest2", "laptop", "lvm"];
 
 export interface SshHost {
     role: Role;

@@ -73,7 +73,7 @@ describe("KVM site renderers", () => {
         assert.ok(rules(renderSiteRuleset({ ...settings, serveDns: true }), "input_from_guests").includes("meta l4proto { tcp, udp } th dport 53 accept"));
     });
 
-    it("forward: guests to the tunnel only, inbound only from allowInboundFrom, nothing between tunnel and LAN", () => {
+    it("forward: guests to the tunnel and their own network only, inbound only from allowInboundFrom, nothing between tunnel and LAN", () => {
         const ruleset = renderSiteRuleset(settings);
         assert.deepEqual(rules(ruleset, "forward"), [
             "type filter hook forward priority filter; policy accept;",
@@ -87,8 +87,10 @@ describe("KVM site renderers", () => {
             'iifname "virbr-wg" oifname "wgexit0" ip saddr 192.168.100.0/24 accept',
             'iifname "virbr-wg" oifname "wgexit0" ip6 saddr fd66:100::/64 accept',
             'iifname "virbr-lab" oifname "wgexit0" ip saddr 192.168.101.0/24 accept',
+            'iifname "virbr-wg" oifname "virbr-wg" accept',
+            'iifname "virbr-lab" oifname "virbr-lab" accept',
             "counter drop",
-        ], "the home network refused first, even via the internet; each bridge only its own subnet, only to the tunnel");
+        ], "the home network refused first, even via the internet; each bridge only its own subnet to the tunnel, and its guests to each other (bridged traffic br_netfilter brings here), never across networks");
         assert.deepEqual(rules(ruleset, "forward_from_tunnel"), [
             "tcp flags syn / syn,rst tcp option maxseg size set rt mtu",
             'oifname { "virbr-wg", "virbr-lab" } ct state established,related accept',
