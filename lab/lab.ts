@@ -313,11 +313,11 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     await roamingClientCheck(lab, group, outputs);
 
     const again = await lab.apply(overrides);
-    lab.record(group, "second apply executes nothing", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+    lab.record(group, "second apply executes nothing", again.executions.length === 0, stepsTaken(again));
     if (placement === "oci") {
         // A month later: Oracle has published a newer image. The instance keeps the one it was made from.
         const later = await lab.apply(overrides, false, { newerImages: true });
-        lab.record(group, "a month later, with a newer image upstream, `pulumi up` changes nothing", later.executions.length === 0, later.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+        lab.record(group, "a month later, with a newer image upstream, `pulumi up` changes nothing", later.executions.length === 0, stepsTaken(later));
     } else {
         await signInChecks(lab, group, overrides);
         await adoptionRefused(lab, group, overrides);
@@ -332,7 +332,7 @@ export async function gatewayScenario(lab: Lab, placement: "existing" | "oci", o
     const added = await lab.apply(withExtra);
     const peersNow = await peersAndExtraRoute();
     const onlyPeers = (r: typeof added) => r.executions.length > 0 && r.executions.every((e) => e.key.endsWith("::gateway-peers") && e.action === "update");
-    lab.record(group, "adding a peer runs only the peers step, as an update", onlyPeers(added), added.executions.map((e) => `${e.action} ${e.key}`).join(", "));
+    lab.record(group, "adding a peer runs only the peers step, as an update", onlyPeers(added), stepsTaken(added));
     lab.record(group, "the added peer and its route are live", peersNow === `${peers.length + 1} 1`, peersNow);
     const removed = await lab.apply(overrides);
     const peersAfter = await peersAndExtraRoute();
@@ -362,7 +362,7 @@ async function signInChecks(lab: Lab, group: string, overrides: Overrides): Prom
     await run(["ssh-keygen", "-q", "-p", "-P", "", "-N", "lab passphrase", "-f", encrypted]);
     const withPassphrase = { ...overrides, sshPrivateKey: fs.readFileSync(encrypted, "utf8"), sshPrivateKeyPassword: "lab passphrase" };
     const signed = await lab.apply(withPassphrase, false, { allowFailure: true });
-    lab.record(group, "a key with a passphrase signs in with sshPrivateKeyPassword (each step re-run in place)", signed.failures.length === 0 && signed.executions.length > 0 && signed.executions.every((e) => e.action === "update"), signed.failures[0]?.slice(0, 200) ?? signed.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", "));
+    lab.record(group, "a key with a passphrase signs in with sshPrivateKeyPassword (each step re-run in place)", signed.failures.length === 0 && signed.executions.length > 0 && signed.executions.every((e) => e.action === "update"), signed.failures[0]?.slice(0, 200) ?? stepsTaken(signed));
 
     const existing = labStackFile()["wgexit:existing"] as Record<string, unknown>;
     const realHostKey = fs.readFileSync(path.join(w.root, "host-cloud", "ssh_host_ed25519_key.pub"), "utf8").split(" ").slice(0, 2).join(" ");
@@ -386,7 +386,7 @@ async function adoptionRefused(lab: Lab, group: string, overrides: Overrides): P
     const said = failureLine(refused, /.*refused before any change.*/);
     lab.record(group, "a wgInterface naming the host's uplink is refused before any change, the host byte-identical", /a link named eth0 already exists/.test(said) && before === after, before === after ? said.trim() : diffLines(before, after));
     const again = await lab.apply(overrides);
-    lab.record(group, "after the refusal the operator's SSH still works and nothing is left to do", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+    lab.record(group, "after the refusal the operator's SSH still works and nothing is left to do", again.executions.length === 0, stepsTaken(again));
 }
 
 /**
@@ -434,7 +434,7 @@ async function sessionKept(lab: Lab, group: string, overrides: Overrides): Promi
     lab.record(group, "a peer's allowedIps holding the operator's address: refused, the host byte-identical", /inside 203\.0\.113\.20\/32 \(a peer's allowedIps/.test(hijackSaid) && before === after, before === after ? hijackSaid : diffLines(before, after));
     await lab.apply(overrides);
     const again = await lab.apply(overrides);
-    lab.record(group, "after both refusals the operator's SSH still works and nothing is left to do", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+    lab.record(group, "after both refusals the operator's SSH still works and nothing is left to do", again.executions.length === 0, stepsTaken(again));
 }
 
 /**
@@ -463,6 +463,11 @@ async function roamingClientCheck(lab: Lab, group: string, outputs: StackOutputs
 /** The line of a failed apply that matches `pattern` (for the matrix), else the start of its first failure, else "accepted". */
 export function failureLine(r: { failures: string[] }, pattern: RegExp): string {
     return r.failures.join("\n").match(pattern)?.[0]?.trim() ?? (r.failures[0]?.slice(0, 160) || "accepted");
+}
+
+/** The steps an apply took, for the matrix: "update site-home-install, create …", or "0 steps". */
+export function stepsTaken(r: { executions: { action: string; key: string }[] }): string {
+    return r.executions.map((e) => `${e.action} ${e.key.split("::")[1] ?? e.key}`).join(", ") || "0 steps";
 }
 
 /** What a status report says about peers (its "peer" lines), for the matrix. */

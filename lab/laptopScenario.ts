@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { isDatagramTo } from "./capture";
 import { inNs, waitFor } from "./exec";
-import { type Check, diffLines, failureLine, Lab, labStackFile, type StackOutputs, statusPeerLines, statusProblems } from "./lab";
+import { type Check, diffLines, failureLine, Lab, labStackFile, type StackOutputs, statusPeerLines, statusProblems, stepsTaken } from "./lab";
 import { LAB } from "./world";
 
 const LAPTOP_SCRIPT = "/etc/wgexit/laptop/laptop.sh";
@@ -147,7 +147,7 @@ export async function laptopScenario(lab: Lab): Promise<void> {
     await roamWithTraffic(lab, group);
 
     const again = await lab.apply(overrides);
-    lab.record(group, "re-apply changes nothing", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+    lab.record(group, "re-apply changes nothing", again.executions.length === 0, stepsTaken(again));
 
     const destroyed = await lab.apply(overrides, true);
     const after = { laptop: await w.hostSnapshot("laptop"), vm: await w.hostSnapshot("lvm") };

@@ -7,7 +7,7 @@ import { baseImageName } from "../components/guestVm.render";
 import { renderNetworkUpCommand, type SiteSettings } from "../components/kvmSite.render";
 import { inNs, waitFor } from "./exec";
 import { buildGuestBootFiles, guestKernelMissingReason, namespaceGuestV6, startNamespaceGuest, startNeighbourGuest, stopNamespaceGuest, stopNeighbourGuest } from "./guests";
-import { type Check, diffLines, failureLine, Lab, type StackOutputs, statusPeerLines, statusProblems } from "./lab";
+import { type Check, diffLines, failureLine, Lab, type StackOutputs, statusPeerLines, statusProblems, stepsTaken } from "./lab";
 import { LAB, PYTHON, type Role } from "./world";
 
 const SITE_TABLE_CMD = "/etc/wgexit/site/site.sh";
@@ -208,7 +208,7 @@ export async function siteScenario(lab: Lab): Promise<void> {
             lab.record(group, "WireGuard network → guest: allowed (allowInboundFrom)", allowed.body === LAB.testPeer.subnetHost && allowed.seen.includes(LAB.testPeer.subnetHost), `guest saw ${allowed.seen.join(", ") || "nothing"}`);
             const closed = await lab.apply({ sites: siteWith(lab, { allowInboundFrom: [] }) });
             const denied = await fromPeer();
-            lab.record(group, "WireGuard network → guest: denied when configured off", denied.body === undefined && denied.seen.length === 0 && closed.executions.every((e) => e.key.endsWith("site-home-install")), `${closed.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", ")}; guest saw ${denied.seen.length}`);
+            lab.record(group, "WireGuard network → guest: denied when configured off", denied.body === undefined && denied.seen.length === 0 && closed.executions.every((e) => e.key.endsWith("site-home-install")), `${stepsTaken(closed)}; guest saw ${denied.seen.length}`);
             await lab.apply({});
 
             // A public port on the gateway, forwarded through the tunnel to the guest.
@@ -224,9 +224,8 @@ export async function siteScenario(lab: Lab): Promise<void> {
             // still re-handshaking, so the client tries as a browser would, a few times.
             let viaGateway = await fetchForwarded();
             for (let attempt = 1; attempt < 3 && viaGateway.body === undefined; attempt++) viaGateway = await fetchForwarded();
-            const steps = forwarded.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", ");
             lab.record(group, "port forward: the gateway's public port reaches the guest, which sees the real client address", viaGateway.body === LAB.server.v4 && viaGateway.seen.includes(LAB.server.v4), `answer ${viaGateway.body ?? "none"}, guest saw ${viaGateway.seen.join(", ") || "nothing"}, ${viaGateway.attempts} attempt(s)`);
-            lab.record(group, "adding a port forward updates the gateway's peers and the site in place", forwarded.executions.length === 2 && forwarded.executions.every((e) => e.action === "update" && /::(gateway-peers|site-home-install)$/.test(e.key)), steps);
+            lab.record(group, "adding a port forward updates the gateway's peers and the site in place", forwarded.executions.length === 2 && forwarded.executions.every((e) => e.action === "update" && /::(gateway-peers|site-home-install)$/.test(e.key)), stepsTaken(forwarded));
             await lab.apply({});
             const removed = await fetchForwarded();
             lab.record(group, "removing the port forward closes it", removed.body === undefined && removed.seen.length === 0, `answer ${removed.body ?? "none"}, guest saw ${removed.seen.length}`);
@@ -277,7 +276,7 @@ EOF`);
     }
 
     const again = await lab.apply({});
-    lab.record(group, "re-apply changes nothing", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+    lab.record(group, "re-apply changes nothing", again.executions.length === 0, stepsTaken(again));
 
     await severalGuestsAtOnce(lab, group);
     await foreignNetworkRefused(lab, group);
@@ -436,7 +435,7 @@ async function foreignNamesRefused(lab: Lab, group: string): Promise<void> {
         await w.hostExec("kvm", "ip rule del pref 7800 from 192.0.2.1 lookup 100");
     }
     const again = await lab.apply({});
-    lab.record(group, "after the refusals the operator's SSH still works and nothing is left to do", again.executions.length === 0, again.executions.map((e) => `${e.action} ${e.key}`).join(", ") || "0 steps");
+    lab.record(group, "after the refusals the operator's SSH still works and nothing is left to do", again.executions.length === 0, stepsTaken(again));
 }
 
 /** The committed site with some fields changed (the lab's guest files kept). */

@@ -6,7 +6,7 @@
 import { inNs, waitFor } from "./exec";
 import { startNamespaceGuest, stopNamespaceGuest } from "./guests";
 import type { StackOutputsRead } from "./engine";
-import { diffLines, type Lab, labStackFile, type StackOutputs, stackRef } from "./lab";
+import { diffLines, type Lab, labStackFile, type StackOutputs, stackRef, stepsTaken } from "./lab";
 import { FAILOVER, SECOND_GATEWAY } from "./twoCloudsScenario";
 import { LAB } from "./world";
 
@@ -24,7 +24,6 @@ export async function splitScenario(lab: Lab): Promise<void> {
         lab.apply({ sites: [], laptops: [], peers, peerStacks, ...extra }, false, { name: GATEWAY, stackRefs });
     const homeConfig = { gatewayStack: GATEWAY, sshPrivateKey: lab.baseOverrides().sshPrivateKey, sites: [site] };
     const home = (stackRefs: Record<string, StackOutputsRead>, allowFailure = false) => lab.apply({}, false, { name: HOME, config: homeConfig, stackRefs, allowFailure });
-    const steps = (r: { executions: { action: string; key: string }[] }) => r.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", ") || "nothing";
     // The KVM host as a stock install leaves it (as in the site scenario), settled before the snapshot.
     await waitFor("libvirt's default network", async () => (await w.virsh("net-list --name", true)).stdout.includes("default"), 30_000, 250);
     await w.hostExec("kvm", "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1");
@@ -34,23 +33,23 @@ export async function splitScenario(lab: Lab): Promise<void> {
 
     // A missing gateway stack: refused before anything runs.
     const missing = await home({}, true);
-    lab.record(group, "a missing gateway stack is refused, with the key and the fix, and nothing runs", missing.executions.length === 0 && /wgexit:gatewayStack: cannot read the outputs .*lab-gateway.*Nothing was created/.test(missing.failures.join(" ")), `${steps(missing)}; ${missing.failures.join(" ").slice(0, 160)}`);
+    lab.record(group, "a missing gateway stack is refused, with the key and the fix, and nothing runs", missing.executions.length === 0 && /wgexit:gatewayStack: cannot read the outputs .*lab-gateway.*Nothing was created/.test(missing.failures.join(" ")), `${stepsTaken(missing)}; ${missing.failures.join(" ").slice(0, 160)}`);
 
     // 1. The gateway stack. 2. The site stack makes its key and waits.
     const g1 = await gateway([], {});
     const h1 = await home({ [GATEWAY]: stackRef(g1) });
     const published = (h1.outputs.tunnelPeers as { name: string; publicKey: string }[] | undefined)?.[0];
     const onHost = (await w.hostExec("kvm", "cat /etc/wgexit/site/private.key | wg pubkey")).stdout.trim();
-    lab.record(group, "first site run: only the key, published as tunnelPeers, the site waits for its gateway", steps(h1) === "create site-home-key" && published?.publicKey === onHost && (h1.outputs.waitingForGateway as string[]).includes("home"), `${steps(h1)}; published ${published?.publicKey ?? "nothing"}`);
+    lab.record(group, "first site run: only the key, published as tunnelPeers, the site waits for its gateway", stepsTaken(h1) === "create site-home-key" && published?.publicKey === onHost && (h1.outputs.waitingForGateway as string[]).includes("home"), `${stepsTaken(h1)}; published ${published?.publicKey ?? "nothing"}`);
 
     // 3. The gateway stack takes the site from its output. 4. The site joins.
     const g2 = await gateway([HOME], { [HOME]: stackRef(h1) });
     const gwPeers = (await w.hostExec("cloud", "wg show wg0 peers")).stdout;
     const address = (g2.outputs as unknown as StackOutputs).peerAddresses?.home?.addressV4;
-    lab.record(group, "the gateway stack reads the site's key from its outputs and gives it an address", gwPeers.includes(onHost) && address !== undefined && steps(g2) === "update gateway-peers", `${steps(g2)}; home at ${address}`);
+    lab.record(group, "the gateway stack reads the site's key from its outputs and gives it an address", gwPeers.includes(onHost) && address !== undefined && stepsTaken(g2) === "update gateway-peers", `${stepsTaken(g2)}; home at ${address}`);
     const h2 = await home({ [GATEWAY]: stackRef(g2) });
     const tunnelAddress = (await w.hostExec("kvm", "ip -4 -o addr show dev wgexit0 | awk '{print $4}'", true)).stdout.trim();
-    lab.record(group, "second site run: the site joins with the gateway's key and its allocated address", tunnelAddress === `${address}/32` && (h2.outputs.waitingForGateway as string[]).length === 0, `${steps(h2)}; wgexit0 ${tunnelAddress || "missing"}`);
+    lab.record(group, "second site run: the site joins with the gateway's key and its allocated address", tunnelAddress === `${address}/32` && (h2.outputs.waitingForGateway as string[]).length === 0, `${stepsTaken(h2)}; wgexit0 ${tunnelAddress || "missing"}`);
 
     const lease = await startNamespaceGuest(w, "virbr-wg");
     try {
@@ -62,18 +61,18 @@ export async function splitScenario(lab: Lab): Promise<void> {
 
     const homeAgain = await home({ [GATEWAY]: stackRef(g2) });
     const again = [homeAgain, await gateway([HOME], { [HOME]: stackRef(homeAgain) })];
-    lab.record(group, "re-running both stacks changes nothing", again.every((r) => r.executions.length === 0), again.map(steps).join("; "));
+    lab.record(group, "re-running both stacks changes nothing", again.every((r) => r.executions.length === 0), again.map(stepsTaken).join("; "));
 
     // A second gateway in the gateway stack: it takes the site stack's site at once; the site
     // stack then gives its site a tunnel to it and the health check, from the published facts.
     const twoClouds = { gateways: [SECOND_GATEWAY], failover: FAILOVER };
     const g3 = await gateway([HOME], { [HOME]: stackRef(homeAgain) }, twoClouds);
     const secondPeers = (await w.hostExec("cloud2", "wg show wg0 peers", true)).stdout;
-    lab.record(group, "a second gateway in the gateway stack takes the peer stack's site as its peer", secondPeers.includes(onHost) && /create gateway-ovh-install/.test(steps(g3)), steps(g3));
+    lab.record(group, "a second gateway in the gateway stack takes the peer stack's site as its peer", secondPeers.includes(onHost) && /create gateway-ovh-install/.test(stepsTaken(g3)), stepsTaken(g3));
     const h3 = await home({ [GATEWAY]: stackRef(g3) });
     const index = Number(address?.split(".")[3]);
     const secondTunnel = (await w.hostExec("kvm", "ip -4 -o addr show dev wgexit0-2 | awk '{print $4}'", true)).stdout.trim();
-    lab.record(group, "the site stack joins the second gateway from its outputs: a tunnel at the site's host index in its block, and the health check", secondTunnel === `10.67.0.${index}/32` && /create site-home-failover/.test(steps(h3)), `${steps(h3)}; wgexit0-2 ${secondTunnel || "missing"}`);
+    lab.record(group, "the site stack joins the second gateway from its outputs: a tunnel at the site's host index in its block, and the health check", secondTunnel === `10.67.0.${index}/32` && /create site-home-failover/.test(stepsTaken(h3)), `${stepsTaken(h3)}; wgexit0-2 ${secondTunnel || "missing"}`);
 
     // As the site's systemd unit runs it (lab hosts have no systemd); a guest asks who it is.
     const watch = w.startHostDaemon("failover-watch", "kvm", ["/etc/wgexit/site/failover.sh", "watch"]);

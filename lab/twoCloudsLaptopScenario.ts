@@ -2,7 +2,7 @@
 // failover.sh watch, as its systemd unit would run it) moves the laptop's traffic while each
 // cloud is cut off in turn, with the far end of the laptop's Wi-Fi captured throughout: only
 // the VM's WireGuard flows to the two endpoints may leave it, whichever gateway carries it.
-import { diffLines, type Lab, labStackFile } from "./lab";
+import { diffLines, type Lab, labStackFile, stepsTaken } from "./lab";
 import { captureUplink } from "./laptopScenario";
 import { cutCloud, DETECTION_BOUND_S, FAILOVER, SECOND_GATEWAY, startEgressProbe, waitForHealthChecks } from "./twoCloudsScenario";
 import { LAB } from "./world";
@@ -13,7 +13,6 @@ const HEALTH_RECORDS = "/run/wgexit-laptop-vm-failover/*.health";
 export async function twoCloudsLaptopScenario(lab: Lab): Promise<void> {
     const group = "gateways/two-clouds-laptop";
     const w = lab.world;
-    const steps = (r: { executions: { action: string; key: string }[] }) => r.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", ") || "0 steps";
     const before = { laptop: await w.hostSnapshot("laptop"), vm: await w.hostSnapshot("lvm"), cloud: await w.hostSnapshot("cloud"), cloud2: await w.hostSnapshot("cloud2") };
     // The gateways and the laptop alone (no site, so no peer may name one).
     const peers = (lab.baseOverrides().peers as Record<string, unknown>[]).map((p) => ({ ...p, canReach: [] }));
@@ -86,7 +85,7 @@ export async function twoCloudsLaptopScenario(lab: Lab): Promise<void> {
     await w.stopLabDaemon(watch);
 
     const again = await lab.apply(config);
-    lab.record(group, "re-applying changes nothing", again.executions.length === 0, steps(again));
+    lab.record(group, "re-applying changes nothing", again.executions.length === 0, stepsTaken(again));
     await lab.apply(config, true);
     const after = { laptop: await w.hostSnapshot("laptop"), vm: await w.hostSnapshot("lvm"), cloud: await w.hostSnapshot("cloud"), cloud2: await w.hostSnapshot("cloud2") };
     const same = before.laptop === after.laptop && before.vm === after.vm && before.cloud === after.cloud && before.cloud2 === after.cloud2;

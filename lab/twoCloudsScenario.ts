@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { isDatagramTo } from "./capture";
 import { inNs, waitFor } from "./exec";
 import { startNamespaceGuest, stopNamespaceGuest } from "./guests";
-import { diffLines, type Lab, type StackOutputs } from "./lab";
+import { diffLines, type Lab, type StackOutputs, stepsTaken } from "./lab";
 import { hostileGateway, startGuestListener } from "./siteScenario";
 import { LAB, type Role } from "./world";
 
@@ -133,7 +133,6 @@ export async function startTwoClouds(lab: Lab): Promise<TwoClouds> {
 export async function twoCloudsScenario(lab: Lab): Promise<void> {
     const group = "gateways/two-clouds";
     const w = lab.world;
-    const steps = (r: { executions: { action: string; key: string }[] }) => r.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).join(", ") || "0 steps";
     await waitFor("libvirt's default network", async () => (await w.virsh("net-list --name", true)).stdout.includes("default"), 30_000, 250);
     await w.hostExec("kvm", "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1");
     const before = { kvm: await w.hostSnapshot("kvm"), cloud: await w.hostSnapshot("cloud"), cloud2: await w.hostSnapshot("cloud2") };
@@ -292,7 +291,7 @@ export async function twoCloudsScenario(lab: Lab): Promise<void> {
     await tc.stopWatch();
 
     const again = await lab.apply(tc.config);
-    lab.record(group, "re-applying changes nothing", again.executions.length === 0, steps(again));
+    lab.record(group, "re-applying changes nothing", again.executions.length === 0, stepsTaken(again));
 
     await lab.apply(tc.config, true);
     const after = { kvm: await w.hostSnapshot("kvm"), cloud: await w.hostSnapshot("cloud"), cloud2: await w.hostSnapshot("cloud2") };
