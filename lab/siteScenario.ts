@@ -212,22 +212,12 @@ export async function siteScenario(lab: Lab): Promise<void> {
             await lab.apply({});
 
             // A public port on the gateway, forwarded through the tunnel to the guest.
-            let attempts = 0;
-            const fetchForwarded = async () => {
-                w.clearLog("guest-clients");
-                const r = await inNs(w.ns("srv"), `curl -s -m 5 --interface ${LAB.server.v4} http://${LAB.cloudPublic.v4}:8081/`, { allowFail: true, timeoutMs: 15_000 });
-                attempts++;
-                return { body: r.code === 0 ? r.stdout.trim() : undefined, seen: w.readLog("guest-clients"), attempts };
-            };
             const forwarded = await lab.apply({ portForwards: [{ name: "web", protocol: "tcp", port: 8081, site: "home", address: lease.ip, toPort: 80 }] });
-            // The two steps now run at once; the first connection may meet the site's tunnel
-            // still re-handshaking, so the client tries as a browser would, a few times.
-            let viaGateway = await fetchForwarded();
-            for (let attempt = 1; attempt < 3 && viaGateway.body === undefined; attempt++) viaGateway = await fetchForwarded();
+            const viaGateway = await fetchForwarded(lab, LAB.cloudPublic.v4, 3);
             lab.record(group, "port forward: the gateway's public port reaches the guest, which sees the real client address", viaGateway.body === LAB.server.v4 && viaGateway.seen.includes(LAB.server.v4), `answer ${viaGateway.body ?? "none"}, guest saw ${viaGateway.seen.join(", ") || "nothing"}, ${viaGateway.attempts} attempt(s)`);
             lab.record(group, "adding a port forward updates the gateway's peers and the site in place", forwarded.executions.length === 2 && forwarded.executions.every((e) => e.action === "update" && /::(gateway-peers|site-home-install)$/.test(e.key)), stepsTaken(forwarded));
             await lab.apply({});
-            const removed = await fetchForwarded();
+            const removed = await fetchForwarded(lab, LAB.cloudPublic.v4, 1);
             lab.record(group, "removing the port forward closes it", removed.body === undefined && removed.seen.length === 0, `answer ${removed.body ?? "none"}, guest saw ${removed.seen.length}`);
         } finally {
             await lab.peerDown(wg);
@@ -453,6 +443,21 @@ export async function startGuestListener(lab: Lab): Promise<() => void> {
     return () => {
         void w.stopLabDaemon(d);
     };
+}
+
+/**
+ * The lab's internet server fetching the guest listener's page through the port forward on
+ * `address`:8081: the answer, and whom the guest saw. Up to `tries` times, as a browser would:
+ * the apply's steps run at once, so a first connection may meet a tunnel still re-handshaking.
+ */
+export async function fetchForwarded(lab: Lab, address: string, tries: number) {
+    const w = lab.world;
+    for (let attempts = 1; ; attempts++) {
+        w.clearLog("guest-clients");
+        const r = await inNs(w.ns("srv"), `curl -s -m 5 --interface ${LAB.server.v4} http://${address}:8081/`, { allowFail: true, timeoutMs: 15_000 });
+        const body = r.code === 0 ? r.stdout.trim() : undefined;
+        if (body !== undefined || attempts >= tries) return { body, seen: w.readLog("guest-clients"), attempts };
+    }
 }
 
 /**

@@ -8,7 +8,7 @@ import { isDatagramTo } from "./capture";
 import { inNs, waitFor } from "./exec";
 import { startNamespaceGuest, stopNamespaceGuest } from "./guests";
 import { diffLines, type Lab, type StackOutputs, stepsTaken } from "./lab";
-import { hostileGateway, startGuestListener } from "./siteScenario";
+import { fetchForwarded, hostileGateway, startGuestListener } from "./siteScenario";
 import { LAB, type Role } from "./world";
 
 export const FAILOVER = { probeIntervalSeconds: 1, failAfter: 3, failbackAfterSeconds: 10 };
@@ -179,23 +179,14 @@ export async function twoCloudsScenario(lab: Lab): Promise<void> {
         const web = await startGuestListener(lab);
         try {
             const forwarded = await lab.apply({ ...tc.config, portForwards: [{ name: "web", protocol: "tcp", port: 8081, site: "home", address: tc.guest, toPort: 80 }] });
-            const fetchAt = async (address: string) => {
-                // The steps run at once: the first connection may meet a tunnel still re-handshaking, so a client tries a few times.
-                for (let attempt = 1; ; attempt++) {
-                    w.clearLog("guest-clients");
-                    const r = await inNs(w.ns("srv"), `curl -s -m 5 --interface ${LAB.server.v4} http://${address}:8081/`, { allowFail: true, timeoutMs: 15_000 });
-                    const body = r.code === 0 ? r.stdout.trim() : undefined;
-                    if (body !== undefined || attempt === 3) return { body, seen: w.readLog("guest-clients"), attempt };
-                }
-            };
-            const [viaFirst, viaOther] = [await fetchAt(LAB.cloudPublic.v4), await fetchAt(LAB.cloud2.v4)];
+            const [viaFirst, viaOther] = [await fetchForwarded(lab, LAB.cloudPublic.v4, 3), await fetchForwarded(lab, LAB.cloud2.v4, 3)];
             const egress = tc.answers().at(-1)?.seen;
             const updated = forwarded.executions.map((e) => `${e.action} ${e.key.split("::")[1]}`).sort();
             lab.record(
                 group,
                 "a port forward answers at both gateways' public addresses (the guest sees the real client) while guests leave by the first; adding it updates both gateways' peers and the site in place",
                 viaFirst.body === LAB.server.v4 && viaOther.body === LAB.server.v4 && viaOther.seen.includes(LAB.server.v4) && egress === LAB.cloudPublic.v4 && updated.join(", ") === "update gateway-ovh-peers, update gateway-peers, update site-home-install",
-                `first: ${viaFirst.body ?? "none"} (${viaFirst.attempt} attempt(s)); second: ${viaOther.body ?? "none"} (${viaOther.attempt}), guest saw ${viaOther.seen.join(", ") || "nothing"}; guests leave as ${egress ?? "nothing"}; ${updated.join(", ")}`,
+                `first: ${viaFirst.body ?? "none"} (${viaFirst.attempts} attempt(s)); second: ${viaOther.body ?? "none"} (${viaOther.attempts}), guest saw ${viaOther.seen.join(", ") || "nothing"}; guests leave as ${egress ?? "nothing"}; ${updated.join(", ")}`,
             );
         } finally {
             await lab.apply(tc.config);
