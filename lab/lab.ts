@@ -129,11 +129,16 @@ export class Lab {
         };
     }
 
-    /** The stack file a user would have for this config (the status command reads one). */
-    writeStackFile(overrides: Overrides, name: string): string {
+    /** The stack file a user would have for this config (the status command reads one); `stack.config` as apply takes it. */
+    writeStackFile(overrides: Overrides, name: string, stack: Pick<ApplyStack, "config"> = {}): string {
         const file = path.join(this.world.root, name);
-        fs.writeFileSync(file, stringifyYaml({ config: { ...labStackFile(), ...prefixed({ ...this.baseOverrides(), ...overrides }) } }), { mode: 0o600 });
+        fs.writeFileSync(file, stringifyYaml({ config: this.stackValues(overrides, stack) }), { mode: 0o600 });
         return file;
+    }
+
+    /** A stack's config as its stack file keys it: Pulumi.lab.yaml's with the overrides, or another stack's own. */
+    private stackValues(overrides: Overrides, stack: Pick<ApplyStack, "config">): Record<string, unknown> {
+        return stack.config ? prefixed(stack.config) : { ...labStackFile(), ...prefixed({ ...this.baseOverrides(), ...overrides }) };
     }
 
     /** `npm run status` from the operator's machine, with the lab's key. */
@@ -156,7 +161,7 @@ export class Lab {
      */
     async apply(overrides: Overrides, destroy = false, stack: ApplyStack = {}): Promise<ApplyResult> {
         const name = stack.name ?? "lab";
-        const values = stack.config ? prefixed(stack.config) : { ...labStackFile(), ...prefixed({ ...this.baseOverrides(), ...overrides }) };
+        const values = this.stackValues(overrides, stack);
         const secure = SECRET_KEYS.map((k) => `wgexit:${k}`).filter((k) => k in values);
         const { config, secretKeys } = cliConfig(readProject(), name, values, secure);
         const job = {

@@ -2,11 +2,12 @@
 // wired only by their outputs (the lab engine answers StackReferences with the other stack's
 // last outputs). The first deploy in the documented order, a namespace guest egressing
 // through the gateway, a missing stack refused with nothing done; then a second gateway in
-// the gateway stack, which the site stack's site joins and fails over to; and destroy of both.
+// the gateway stack, which the site stack's site joins, reports on (npm run status) and fails
+// over to; and destroy of both.
 import { inNs, waitFor } from "./exec";
 import { startNamespaceGuest, stopNamespaceGuest } from "./guests";
 import type { StackOutputsRead } from "./engine";
-import { diffLines, type Lab, labStackFile, type StackOutputs, stackRef, stepsTaken } from "./lab";
+import { diffLines, type Lab, labStackFile, type StackOutputs, stackRef, statusPeerLines, statusProblems, stepsTaken } from "./lab";
 import { FAILOVER, SECOND_GATEWAY } from "./twoCloudsScenario";
 import { LAB } from "./world";
 
@@ -81,6 +82,20 @@ export async function splitScenario(lab: Lab): Promise<void> {
         const egress = async () => (await inNs(w.ns("guest"), `curl -s -m 1 http://${LAB.server.v4}:${LAB.server.httpPort}/`, { allowFail: true })).stdout.trim();
         await waitFor("the guest's first answer through the first gateway", async () => (await egress()) === LAB.cloudPublic.v4, 30_000, 250).catch(() => undefined);
         const before = await egress();
+        // `npm run status` with the site stack's file: its site, through the failover script the
+        // gateway stack's further gateway made it install, judging both gateways it joined.
+        const report = await lab.status(lab.writeStackFile({}, "Pulumi.lab-home.yaml", { config: homeConfig }));
+        const peerLines = statusPeerLines(report);
+        lab.record(
+            group,
+            "npm run status for the site stack: its site through failover.sh, the gateway carrying guest traffic, both gateways judged; the gateways left to their stack",
+            report.code === 0 &&
+                /^site home\s+guest traffic\s+ok\s+by gateway gateway \(wgexit0\)/m.test(report.stdout) &&
+                ["gateway", "ovh"].every((g) => peerLines.some((l) => new RegExp(`peer ${g}\\s+ok\\s+handshake \\d+ s ago`).test(l) && !/not judged/.test(l))) &&
+                !/^gateway/m.test(report.stdout) &&
+                report.stderr.includes(GATEWAY),
+            report.code === 0 ? [...report.stdout.split("\n").filter((l) => /guest traffic/.test(l)), ...peerLines].map((l) => l.replace(/\s+/g, " ")).join("; ") : statusProblems(report),
+        );
         const cut = Date.now();
         await inNs(w.ns("inet"), "ip link set i-vcn down");
         let moved = Number.NaN;

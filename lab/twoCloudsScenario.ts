@@ -263,13 +263,15 @@ export async function twoCloudsScenario(lab: Lab): Promise<void> {
         guestPackets[0] ?? other[0] ?? `${wireguard.length} WireGuard frames, ${ssh.length} SSH, ${hostErrors.length} ICMP port-unreachable from the host to a gateway, ${frames.length - wireguard.length - ssh.length - hostErrors.length} ARP/ND, nothing else`,
     );
 
-    // `npm run status` from the operator's machine: both gateways, and the site through its failover script.
+    // `npm run status` from the operator's machine: both gateways, each judging the other (they
+    // keep their mesh alive), and the site through its failover script.
     const ops = await lab.status(lab.writeStackFile(tc.config, "Pulumi.lab-twoclouds.yaml"));
+    const mesh = (from: string, to: string) => new RegExp(`^${from}\\s+peer ${to}\\s+ok\\s+handshake \\d+ s ago, rx [\\d.]+ MiB, tx [\\d.]+ MiB$`, "m").test(ops.stdout);
     lab.record(
         group,
-        "npm run status: both gateways healthy, the site says which gateway carries guest traffic",
-        ops.code === 0 && /^gateway ovh\s+peer home\s+ok/m.test(ops.stdout) && /^site home\s+guest traffic\s+ok\s+by gateway gateway \(wgexit0\)/m.test(ops.stdout),
-        ops.stdout.split("\n").filter((l) => /guest traffic|^gateway ovh|healthy|problem/.test(l)).join(" | ") || ops.stderr.slice(0, 200),
+        "npm run status: both gateways healthy, each judging the other, the site says which gateway carries guest traffic",
+        ops.code === 0 && /^gateway ovh\s+peer home\s+ok/m.test(ops.stdout) && mesh("gateway", "ovh") && mesh("gateway ovh", "gateway") && /^site home\s+guest traffic\s+ok\s+by gateway gateway \(wgexit0\)/m.test(ops.stdout),
+        ops.stdout.split("\n").filter((l) => /guest traffic|^gateway ovh|peer (gateway|ovh) |healthy|problem/.test(l)).join(" | ") || ops.stderr.slice(0, 200),
     );
     const status = await w.hostExec("kvm", "/etc/wgexit/site/failover.sh status", true);
     const switches = (await w.hostExec("kvm", "cat /etc/wgexit/site/failover/switches.log", true)).stdout.trim().split("\n");

@@ -11,3 +11,12 @@ export function argValue(args: string[], name: string): string | undefined {
     if (v === undefined || v.startsWith("--")) throw new UsageError(`${name} needs a value`);
     return v;
 }
+
+/** Every value given with `--name` (a flag that may be repeated), in order. */
+export function argValues(args: string[], name: string): string[] {
+    const values: string[] = [];
+    args.forEach((a, i) => {
+        if (a === name) values.push(argValue(args.slice(i), name) as string);
+    });
+    return values;
+}

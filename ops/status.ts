@@ -1,4 +1,4 @@
-// npm run status -- [--stack NAME | --config FILE] [--identity FILE] [--known-hosts FILE] [--gateway HOST] [--json]
+// npm run status -- [--stack NAME | --config FILE] [--identity FILE] [--known-hosts FILE] [--gateway [NAME=]HOST]... [--json]
 // Connects to every host of a stack over SSH, runs its role's `status`, and prints, for each
 // peer, the handshake age and bytes transferred, and whether the expected rules and routes
 // are in place. Exits 1 when something is off, 2 on bad usage.
@@ -11,7 +11,7 @@ import { GATEWAY_SCRIPT } from "../components/cloudGateway.render";
 import { SITE_SCRIPT } from "../components/kvmSite.render";
 import { failoverScript, LAPTOP_VM_FAILOVER, SITE_FAILOVER } from "../components/failover.render";
 import { laptopDir, VM_SCRIPT } from "../components/laptopClient.render";
-import { argValue, UsageError } from "./args";
+import { argValue, argValues, UsageError } from "./args";
 
 /** A handshake older than this, on a peer that keeps its tunnel alive, is a fault. */
 export const STALE_SECONDS = 180;
@@ -22,9 +22,14 @@ export interface StatusTarget {
     host: string;
     port: number;
     user: string;
-    script: string;
-    /** Peers (by name) that keep the tunnel alive: a stale handshake with them is a fault. */
-    keepalivePeers: string[];
+    /** The role script that reports: the first of these installed on the host. */
+    scripts: string[];
+    /**
+     * Peers (by name) that roam: reported, not judged. Every other peer keeps its tunnel alive
+     * (a site's and a VM's peers are gateways; a gateway's are sites, VMs and other gateways,
+     * those of peer stacks too), so a stale handshake with it is a fault.
+     */
+    roamingPeers: string[];
     /** With several gateways: whose traffic its failover moves ("guest traffic"), the item its carrier line reports. */
     traffic?: string;
 }
@@ -48,26 +53,33 @@ export function stackFileConfig(file: string): Record<string, string> {
     return encodeConfig(config);
 }
 
-/** Every host of the stack and the role script that reports on it. */
-export function statusTargets(config: StackConfig, gatewayHost: string): StatusTarget[] {
-    const keepalive = [...config.sites.map((s) => s.name), ...config.laptops.map((l) => l.name)];
-    const gw = config.existing ?? { port: 22, user: config.sshUser };
-    const targets: StatusTarget[] = [{ label: "gateway", host: gatewayHost, port: gw.port, user: gw.user, script: GATEWAY_SCRIPT, keepalivePeers: keepalive }];
+/**
+ * Every host of the stack and the role script that reports on it. A site or laptop stack of
+ * the split layout (gatewayStack) has no gateway of its own: its gateways are the gateway
+ * stack's, checked there; whether it has further gateways is that stack's output, so its hosts
+ * report through failover.sh where the site's `pulumi up` installed it, and site.sh otherwise.
+ */
+export function statusTargets(config: StackConfig, gatewayHosts: GatewayHosts): StatusTarget[] {
+    const roaming = config.peers.map((p) => p.name);
+    const targets: StatusTarget[] = [];
     const further = config.extraGateways;
-    // Further gateways on existing hosts (those on new instances are found with --stack: furtherGateways output).
-    for (const g of further) {
-        if (g.existing) targets.push({ label: `gateway ${g.name}`, host: g.existing.host, port: g.existing.port, user: g.existing.user, script: GATEWAY_SCRIPT, keepalivePeers: keepalive });
+    if (!config.gatewayStack) {
+        const gw = config.existing ?? { port: 22, user: config.sshUser };
+        targets.push({ label: "gateway", host: gatewayHosts[FIRST], port: gw.port, user: gw.user, scripts: [GATEWAY_SCRIPT], roamingPeers: roaming });
+        for (const g of further) {
+            const login = g.existing ?? { port: 22, user: config.sshUser };
+            targets.push({ label: `gateway ${g.name}`, host: gatewayHosts[g.name], port: login.port, user: login.user, scripts: [GATEWAY_SCRIPT], roamingPeers: roaming });
+        }
     }
+    // With further gateways, failover.sh reports the site or VM (its role's checks, and which tunnel carries the traffic).
+    const reporting = (failover: string, role: string) => (config.gatewayStack ? [failover, role] : further.length ? [failover] : [role]);
     for (const s of config.sites) {
-        // With further gateways, failover.sh reports the site (site.sh's checks, and which tunnel carries guests).
-        const script = further.length ? failoverScript(SITE_FAILOVER) : SITE_SCRIPT;
-        targets.push({ label: `site ${s.name}`, host: s.connection.host, port: s.connection.port, user: s.connection.user, script, keepalivePeers: ["gateway", ...further.map((g) => g.name)], traffic: SITE_FAILOVER.traffic });
+        targets.push({ label: `site ${s.name}`, host: s.connection.host, port: s.connection.port, user: s.connection.user, scripts: reporting(failoverScript(SITE_FAILOVER), SITE_SCRIPT), roamingPeers: [], traffic: SITE_FAILOVER.traffic });
     }
     for (const l of config.laptops) {
-        // Likewise the VM's failover.sh reports the VM (vm.sh's checks, and which tunnel carries the laptop).
-        const script = further.length ? failoverScript(LAPTOP_VM_FAILOVER) : VM_SCRIPT;
-        targets.push({ label: `laptop ${l.name} (VM)`, host: l.vm.host, port: l.vm.port, user: l.vm.user, script, keepalivePeers: ["gateway", ...further.map((g) => g.name)], traffic: LAPTOP_VM_FAILOVER.traffic });
-        targets.push({ label: `laptop ${l.name}`, host: l.laptop.host, port: l.laptop.port, user: l.laptop.user, script: `${laptopDir(l.os)}/laptop.sh`, keepalivePeers: [] });
+        targets.push({ label: `laptop ${l.name} (VM)`, host: l.vm.host, port: l.vm.port, user: l.vm.user, scripts: reporting(failoverScript(LAPTOP_VM_FAILOVER), VM_SCRIPT), roamingPeers: [], traffic: LAPTOP_VM_FAILOVER.traffic });
+        // The laptop holds no tunnel: its report has checks, no peers.
+        targets.push({ label: `laptop ${l.name}`, host: l.laptop.host, port: l.laptop.port, user: l.laptop.user, scripts: [`${laptopDir(l.os)}/laptop.sh`], roamingPeers: [] });
     }
     return targets;
 }
@@ -92,7 +104,7 @@ export function parseStatus(target: StatusTarget, output: string): StatusLine[] 
         const peer = raw.match(/^peer (\S+) handshake=(\d+|never) rx=(\d+) tx=(\d+)$/);
         if (peer) {
             const [, name, age, rx, tx] = peer;
-            const judged = target.keepalivePeers.includes(name);
+            const judged = !target.roamingPeers.includes(name);
             const fresh = age !== "never" && Number(age) < STALE_SECONDS;
             const when = age === "never" ? "no handshake yet" : `handshake ${age} s ago`;
             lines.push({ target: target.label, item: `peer ${name}`, ok: fresh || !judged, judged, detail: `${when}, rx ${mib(Number(rx))}, tx ${mib(Number(tx))}${judged ? "" : " (roaming client: not judged)"}` });
@@ -105,7 +117,8 @@ function ssh(target: StatusTarget, opts: { identity?: string; knownHosts?: strin
     const argv = ["-p", String(target.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR"];
     if (opts.identity) argv.push("-i", opts.identity, "-o", "IdentitiesOnly=yes");
     if (opts.knownHosts) argv.push("-o", `UserKnownHostsFile=${opts.knownHosts}`);
-    const remote = `S=""; [ "$(id -u)" = 0 ] || S="sudo -n"; if [ -x '${target.script}' ]; then $S '${target.script}' status; else echo "check role installed FAIL"; exit 1; fi`;
+    const candidates = target.scripts.map((s) => `'${s}'`).join(" ");
+    const remote = `S=""; [ "$(id -u)" = 0 ] || S="sudo -n"; for s in ${candidates}; do if [ -x "$s" ]; then exec $S "$s" status; fi; done; echo "check role installed FAIL"; exit 1`;
     return spawnSync("ssh", [...argv, `${target.user}@${target.host}`, "--", remote], { encoding: "utf8", timeout: 60_000 });
 }
 
@@ -133,14 +146,45 @@ export function formatStatus(lines: StatusLine[]): string {
     return out.join("\n");
 }
 
-function gatewayAddress(config: StackConfig, given: string | undefined, stack: string | undefined): string {
-    if (given) return given;
-    if (config.existing) return config.existing.host;
-    const hint = `placement ${config.placement}: the gateway's address is a stack output; pass --gateway <address> (see: pulumi stack output gatewayAddress)`;
-    if (!stack) throw new UsageError(hint);
-    const r = spawnSync("pulumi", ["stack", "output", "gatewayAddress", "--stack", stack], { encoding: "utf8" });
+/** The first gateway's name in `GatewayHosts`, as failover names it ("carrier gateway …"). */
+const FIRST = "gateway";
+
+/** Each gateway's address by name (the first is "gateway"). */
+export type GatewayHosts = Record<string, string>;
+
+/** Reads a stack output as JSON (the Pulumi CLI); throws UsageError with `hint` when it cannot. */
+export type OutputReader = (stack: string, output: string, hint: string) => unknown;
+
+const pulumiOutput: OutputReader = (stack, output, hint) => {
+    const r = spawnSync("pulumi", ["stack", "output", output, "--json", "--stack", stack], { encoding: "utf8" });
     if (r.status !== 0 || !r.stdout.trim()) throw new UsageError(`${hint}; \`pulumi stack output\` did not answer: ${(r.stderr || String(r.error)).trim()}`);
-    return r.stdout.trim();
+    return JSON.parse(r.stdout) as unknown;
+};
+
+/**
+ * The address of every gateway of the stack: an existing host's from the config; a new
+ * instance's from `--gateway [NAME=]ADDRESS` (no name: the first), else from the stack's
+ * outputs (gatewayAddress, furtherGateways) through the Pulumi CLI with --stack.
+ */
+export function gatewayHosts(config: StackConfig, given: string[], stack: string | undefined, read: OutputReader = pulumiOutput): GatewayHosts {
+    const named: GatewayHosts = Object.fromEntries(given.map((g) => (/^[^=]+=./.test(g) ? [g.slice(0, g.indexOf("=")), g.slice(g.indexOf("=") + 1)] : [FIRST, g])));
+    const unknown = Object.keys(named).filter((n) => n !== FIRST && !config.extraGateways.some((g) => g.name === n));
+    if (unknown.length) throw new UsageError(`--gateway ${unknown[0]}=…: no further gateway is named ${unknown[0]} in this stack (gateways: ${config.extraGateways.map((g) => g.name).join(", ") || "none"})`);
+    const outputs = new Map<string, unknown>();
+    const fromOutput = (output: string, name: string, pick: (value: unknown) => unknown) => {
+        const hint = `${name === FIRST ? "the gateway" : `gateway ${name}`} is on a new instance: its address is the stack output ${output}; pass --gateway ${name === FIRST ? "" : `${name}=`}<address>, or --stack with the Pulumi CLI on the PATH`;
+        if (!stack) throw new UsageError(hint);
+        if (!outputs.has(output)) outputs.set(output, read(stack, output, hint));
+        const address = pick(outputs.get(output));
+        if (typeof address !== "string" || !address) throw new UsageError(`${hint}; the output has no address for it`);
+        return address;
+    };
+    // A given address wins over the config's: the operator may reach a host another way.
+    const hosts: GatewayHosts = { [FIRST]: named[FIRST] ?? config.existing?.host ?? fromOutput("gatewayAddress", FIRST, (v) => v) };
+    for (const g of config.extraGateways) {
+        hosts[g.name] = named[g.name] ?? g.existing?.host ?? fromOutput("furtherGateways", g.name, (v) => (v as Record<string, { address?: unknown }> | null)?.[g.name]?.address);
+    }
+    return hosts;
 }
 
 export function main(args: string[]): number {
@@ -150,7 +194,8 @@ export function main(args: string[]): number {
         if (!file) throw new UsageError("name the stack: --stack dev (reads Pulumi.dev.yaml) or --config <stack file>");
         if (!fs.existsSync(file)) throw new UsageError(`no stack file ${file}`);
         const config = parseStackConfig(stackFileConfig(file));
-        const targets = statusTargets(config, gatewayAddress(config, argValue(args, "--gateway"), stack));
+        if (config.gatewayStack) console.error(`status: the gateways are those of stack ${config.gatewayStack}; check them there (npm run status -- --stack <its name>)`);
+        const targets = statusTargets(config, config.gatewayStack ? {} : gatewayHosts(config, argValues(args, "--gateway"), stack));
         const lines = collectStatus(targets, { identity: argValue(args, "--identity"), knownHosts: argValue(args, "--known-hosts") });
         console.log(args.includes("--json") ? JSON.stringify({ healthy: lines.every((l) => l.ok), lines }, null, 2) : formatStatus(lines));
         return lines.every((l) => l.ok) ? 0 : 1;
