@@ -268,6 +268,25 @@ EOF`);
     const again = await lab.apply({});
     lab.record(group, "re-apply changes nothing", again.executions.length === 0, stepsTaken(again));
 
+    // A changed routeTable moves the guests' rules and kill switch to the new table, in place,
+    // and back; nothing of the table left behind stays (the destroy check below sees the rest).
+    const routing = async () => (await w.hostExec("kvm", "for f in 4 6; do ip -$f rule show; for t in 7700 7800; do ip -$f route show table $t | sed \"s/^/table $t: /\"; done; done")).stdout;
+    const moved = await lab.apply({ sites: siteWith(lab, { routeTable: 7800 }) });
+    const there = await routing();
+    const movedBack = await lab.apply({});
+    const back = await routing();
+    const only = (text: string, table: number, other: number) =>
+        (text.match(new RegExp(`^${table}:\\s+from all iif virbr-wg lookup ${table}`, "gm")) ?? []).length === 2 &&
+        (text.match(new RegExp(`^table ${table}: default dev wgexit0`, "gm")) ?? []).length === 2 &&
+        (text.match(new RegExp(`^table ${table}: unreachable default`, "gm")) ?? []).length === 2 &&
+        !new RegExp(`\\b${other}\\b`).test(text);
+    lab.record(
+        group,
+        "a changed routeTable moves the guests' rules, tunnel route and kill switch to the new table in place, and back; nothing of the old table is left",
+        stepsTaken(moved) === "update site-home-install" && stepsTaken(movedBack) === "update site-home-install" && only(there, 7800, 7700) && only(back, 7700, 7800),
+        `${stepsTaken(moved)}, then ${stepsTaken(movedBack)}; at 7800: ${there.split("\n").filter((l) => /7700|7800/.test(l)).length} lines${only(there, 7800, 7700) ? "" : ` (${there.replace(/\n/g, " | ").slice(0, 300)})`}; back at 7700: ${only(back, 7700, 7800) ? "clean" : back.replace(/\n/g, " | ").slice(0, 300)}`,
+    );
+
     await severalGuestsAtOnce(lab, group);
     await foreignNetworkRefused(lab, group);
     await foreignNamesRefused(lab, group);

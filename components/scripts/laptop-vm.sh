@@ -31,6 +31,7 @@ sync_policy_routing() {
 		ip -6 route replace unreachable default metric 4294967295 table "$ROUTE_TABLE"
 		ip -6 rule show pref "$ROUTE_TABLE" | grep -q . || ip -6 rule add pref "$ROUTE_TABLE" iif "$VM_LINK" from "$LAPTOP_V6" lookup "$ROUTE_TABLE"
 	fi
+	forget_previous_table
 }
 
 vm_table() { cat "$ROLE_DIR/ruleset.nft"; }
@@ -78,6 +79,7 @@ install() {
 remove() {
 	remove_unit
 	drop_table
+	drop_previous_table
 	drop_policy_routing
 	remove_role_leftovers
 }

@@ -49,6 +49,7 @@ sync_policy_routing() {
 			case " $BRIDGES " in *" $have "*) ;; *) ip "-$f" rule del pref "$ROUTE_TABLE" iif "$have" ;; esac
 		done
 	done
+	forget_previous_table
 }
 
 site_table() { cat "$ROLE_DIR/ruleset.nft"; }
@@ -171,6 +172,7 @@ remove() {
 	remove_boot_seal
 	remove_unit
 	drop_table
+	drop_previous_table
 	drop_policy_routing
 	remove_pool
 	remove_role_leftovers

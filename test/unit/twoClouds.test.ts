@@ -19,7 +19,7 @@ const twoClouds = (extra: Record<string, unknown> = {}) => ({ ...baseConfig("exi
 describe("two clouds", () => {
     describe("a single-gateway stack from before this feature", () => {
         // Recorded with the program as it was before key gateways existed (commit d41a129), run as
-        // the CLI runs it: every resource, and a hash of each of its inputs. Re-recorded four
+        // the CLI runs it: every resource, and a hash of each of its inputs. Re-recorded five
         // times for an intended change, each time for exactly these inputs:
         //  - issue 16, meant for every gateway (its forward chain accepts established connections
         //    first): gateway-install and the instance's user data (the providers ignore user data
@@ -31,7 +31,10 @@ describe("two clouds", () => {
         //    packet, the same verdicts): site-<name>-install's create and update, which replace
         //    the table in one transaction. README "The KVM site" says so;
         //  - the site's table letting guests of one network reach each other where br_netfilter
-        //    brings their bridged frames to it: site-<name>-install's create and update again.
+        //    brings their bridged frames to it: site-<name>-install's create and update again;
+        //  - a changed routeTable leaving nothing of the old table behind (site.sh, vm.sh and
+        //    policy-routing.sh write down the table they use): site-<name>-install's and
+        //    laptop-<name>-vm's create and update; the next `up` writes the table down.
         // split-gateway and split-site are the split layout: a gateway stack taking a site
         // stack's site and laptop, and that site stack joining it, each with the outputs it reads
         // from the other (`stacks`, the same at d41a129 as now). Recorded the same way; against
