@@ -56,8 +56,9 @@ export function stackFileConfig(file: string): Record<string, string> {
 /**
  * Every host of the stack and the role script that reports on it. A site or laptop stack of
  * the split layout (gatewayStack) has no gateway of its own: its gateways are the gateway
- * stack's, checked there; whether it has further gateways is that stack's output, so its hosts
- * report through failover.sh where the site's `pulumi up` installed it, and site.sh otherwise.
+ * stack's, checked there; whether it has further gateways is that stack's output, so its sites
+ * and VMs report through failover.sh where their `pulumi up` installed it, and their role's
+ * script otherwise.
  */
 export function statusTargets(config: StackConfig, gatewayHosts: GatewayHosts): StatusTarget[] {
     const roaming = config.peers.map((p) => p.name);
