@@ -149,6 +149,21 @@ export async function laptopScenario(lab: Lab): Promise<void> {
     const again = await lab.apply(overrides);
     lab.record(group, "re-apply changes nothing", again.executions.length === 0, stepsTaken(again));
 
+    // Another laptop address: the VM's one rule per family follows it in place, and back.
+    const rules = async () => (await w.hostExec("lvm", "ip -4 rule show pref 7701; ip -6 rule show pref 7701")).stdout.trim().split("\n").map((l) => l.replace(/\s+/g, " "));
+    const laptops = labStackFile()["wgexit:laptops"] as Record<string, unknown>[];
+    const moved = await lab.apply({ ...overrides, laptops: laptops.map((l) => ({ ...l, laptopAddress: "192.168.64.9", laptopAddressV6: "fd66:64::9" })) });
+    const there = await rules();
+    const movedBack = await lab.apply(overrides);
+    const back = await rules();
+    const exactly = (lines: string[], v4: string, v6: string) => lines.join("|") === `7701: from ${v4} iif eth0 lookup 7701|7701: from ${v6} iif eth0 lookup 7701`;
+    lab.record(
+        group,
+        "another laptop address: the VM's rule for each family follows it in place, and back, with none left from before",
+        stepsTaken(moved) === "update laptop-laptop-vm" && stepsTaken(movedBack) === "update laptop-laptop-vm" && exactly(there, "192.168.64.9", "fd66:64::9") && exactly(back, "192.168.64.1", "fd66:64::1"),
+        `${stepsTaken(moved)}: ${there.join("; ")}; ${stepsTaken(movedBack)}: ${back.join("; ")}`,
+    );
+
     const destroyed = await lab.apply(overrides, true);
     const after = { laptop: await w.hostSnapshot("laptop"), vm: await w.hostSnapshot("lvm") };
     lab.record(group, "destroy restores the laptop exactly (routes, firewall, DNS, files)", before.laptop === after.laptop, before.laptop === after.laptop ? `identical after ${destroyed.executions.length} deletes` : diffLines(before.laptop, after.laptop));

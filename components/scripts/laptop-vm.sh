@@ -26,12 +26,27 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # unreachable default, so they never fall back to the VM's own uplink.
 sync_policy_routing() {
 	ip -4 route replace unreachable default metric 4294967295 table "$ROUTE_TABLE"
-	ip -4 rule show pref "$ROUTE_TABLE" | grep -q . || ip -4 rule add pref "$ROUTE_TABLE" iif "$VM_LINK" from "$LAPTOP_V4" lookup "$ROUTE_TABLE"
+	sync_laptop_rule 4 "$LAPTOP_V4"
 	if [ -n "$LAPTOP_V6" ]; then
 		ip -6 route replace unreachable default metric 4294967295 table "$ROUTE_TABLE"
-		ip -6 rule show pref "$ROUTE_TABLE" | grep -q . || ip -6 rule add pref "$ROUTE_TABLE" iif "$VM_LINK" from "$LAPTOP_V6" lookup "$ROUTE_TABLE"
+		sync_laptop_rule 6 "$LAPTOP_V6"
+	else
+		while ip -6 rule del pref "$ROUTE_TABLE" 2>/dev/null; do :; done
 	fi
 	forget_previous_table
+}
+
+# sync_laptop_rule FAMILY ADDRESS: the one rule at ROUTE_TABLE's priority, for the laptop's
+# address on VM_LINK. One left there by an earlier vmLink or laptop address goes, after the
+# current one is in place.
+sync_laptop_rule() {
+	local f=$1 from=$2 have_from have_link
+	ip "-$f" rule show pref "$ROUTE_TABLE" iif "$VM_LINK" from "$from" | grep -q . ||
+		ip "-$f" rule add pref "$ROUTE_TABLE" iif "$VM_LINK" from "$from" lookup "$ROUTE_TABLE"
+	ip "-$f" rule show pref "$ROUTE_TABLE" | sed -n 's/^[0-9]*:[[:space:]]*from \([^ ]*\) iif \([^ ]*\) .*/\1 \2/p' |
+		while read -r have_from have_link; do
+			[ "$have_from $have_link" = "$from $VM_LINK" ] || ip "-$f" rule del pref "$ROUTE_TABLE" iif "$have_link" from "$have_from"
+		done
 }
 
 vm_table() { cat "$ROLE_DIR/ruleset.nft"; }

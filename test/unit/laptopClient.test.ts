@@ -64,7 +64,8 @@ describe("laptop renderers", () => {
         assert.match(rules, /oifname "wgexit1" ip6 saddr fd66:64::1 masquerade/);
         assert.match(rules, /iifname "wgexit1" counter drop comment "nothing from the tunnel reaches the VM"/);
         const script = deliveredText(laptopVmFiles(vm, gateway));
-        assert.match(script, /ip -4 rule add pref "\$ROUTE_TABLE" iif "\$VM_LINK" from "\$LAPTOP_V4" lookup "\$ROUTE_TABLE"/);
+        assert.match(script, /ip "-\$f" rule add pref "\$ROUTE_TABLE" iif "\$VM_LINK" from "\$from" lookup "\$ROUTE_TABLE"/);
+        assert.match(fn(script, "sync_policy_routing"), /sync_laptop_rule 4 "\$LAPTOP_V4"[\s\S]*sync_laptop_rule 6 "\$LAPTOP_V6"/);
         assert.match(script, /route replace unreachable default metric 4294967295 table "\$ROUTE_TABLE"/);
         assert.doesNotMatch(fn(script, "down"), /drop_policy_routing|drop_table/, "down keeps the kill switch");
         assert.match(fn(script, "\nstatus"), /peer_status .*peer\.conf/, "status reports the handshake with the gateway");

@@ -33,8 +33,9 @@ describe("two clouds", () => {
         //  - the site's table letting guests of one network reach each other where br_netfilter
         //    brings their bridged frames to it: site-<name>-install's create and update again;
         //  - a changed routeTable leaving nothing of the old table behind (site.sh, vm.sh and
-        //    policy-routing.sh write down the table they use): site-<name>-install's and
-        //    laptop-<name>-vm's create and update; the next `up` writes the table down.
+        //    policy-routing.sh write down the table they use), and the VM's rule following a
+        //    changed laptop address or vmLink: site-<name>-install's and laptop-<name>-vm's
+        //    create and update; the next `up` writes the table down.
         // split-gateway and split-site are the split layout: a gateway stack taking a site
         // stack's site and laptop, and that site stack joining it, each with the outputs it reads
         // from the other (`stacks`, the same at d41a129 as now). Recorded the same way; against
