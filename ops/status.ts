@@ -195,6 +195,7 @@ export function main(args: string[]): number {
         if (!file) throw new UsageError("name the stack: --stack dev (reads Pulumi.dev.yaml) or --config <stack file>");
         if (!fs.existsSync(file)) throw new UsageError(`no stack file ${file}`);
         const config = parseStackConfig(stackFileConfig(file));
+        if (config.gatewayStack && argValues(args, "--gateway").length) throw new UsageError(`--gateway: this stack's gateways are those of stack ${config.gatewayStack}; ask them with that stack (npm run status -- --stack <its name> --gateway …)`);
         if (config.gatewayStack) console.error(`status: the gateways are those of stack ${config.gatewayStack}; check them there (npm run status -- --stack <its name>)`);
         const targets = statusTargets(config, config.gatewayStack ? {} : gatewayHosts(config, argValues(args, "--gateway"), stack));
         const lines = collectStatus(targets, { identity: argValue(args, "--identity"), knownHosts: argValue(args, "--known-hosts") });

@@ -99,6 +99,20 @@ describe("status", () => {
                 ["laptop mac", "/var/db/wgexit/laptop/laptop.sh", ""],
             ],
         );
+        // --gateway belongs to the gateway stack's status: refused here, with where to use it.
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wgexit-status-"));
+        const errors: string[] = [];
+        const original = console.error;
+        console.error = (m: string) => errors.push(m);
+        try {
+            const file = path.join(dir, "Pulumi.home.yaml");
+            fs.writeFileSync(file, toYaml({ config: { "wgexit:gatewayStack": "acme/wgexit/prod", "wgexit:sites": [SITE] } }));
+            assert.equal(main(["--config", file, "--gateway", "198.51.100.10"]), 2);
+        } finally {
+            console.error = original;
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
+        assert.match(errors.join("\n"), /--gateway: this stack's gateways are those of stack acme\/wgexit\/prod/);
         // Every gateway the site joined, named by the gateway stack, is judged.
         const lines = parseStatus(targets[0], "carrier ovh via wgexit0-2 since 42\npeer gateway handshake=200 rx=0 tx=0\npeer ovh handshake=5 rx=0 tx=0\n");
         assert.deepEqual(lines.map((l) => [l.item, l.ok, l.judged]), [
