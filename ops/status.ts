@@ -65,12 +65,13 @@ export function statusTargets(config: StackConfig, gatewayHosts: GatewayHosts): 
     const targets: StatusTarget[] = [];
     const further = config.extraGateways;
     if (!config.gatewayStack) {
-        const gw = config.existing ?? { port: 22, user: config.sshUser };
-        targets.push({ label: "gateway", host: gatewayHosts[FIRST], port: gw.port, user: gw.user, scripts: [GATEWAY_SCRIPT], roamingPeers: roaming });
-        for (const g of further) {
-            const login = g.existing ?? { port: 22, user: config.sshUser };
-            targets.push({ label: `gateway ${g.name}`, host: gatewayHosts[g.name], port: login.port, user: login.user, scripts: [GATEWAY_SCRIPT], roamingPeers: roaming });
-        }
+        // An existing host's login from its config; a new instance's is the stack's sshUser on 22.
+        const gateway = (label: string, name: string, existing?: { port: number; user: string }) => {
+            const login = existing ?? { port: 22, user: config.sshUser };
+            targets.push({ label, host: gatewayHosts[name], port: login.port, user: login.user, scripts: [GATEWAY_SCRIPT], roamingPeers: roaming });
+        };
+        gateway("gateway", FIRST, config.existing);
+        for (const g of further) gateway(`gateway ${g.name}`, g.name, g.existing);
     }
     // With further gateways, failover.sh reports the site or VM (its role's checks, and which tunnel carries the traffic).
     const reporting = (failover: string, role: string) => (config.gatewayStack ? [failover, role] : further.length ? [failover] : [role]);
@@ -168,7 +169,7 @@ const pulumiOutput: OutputReader = (stack, output, hint) => {
  * outputs (gatewayAddress, furtherGateways) through the Pulumi CLI with --stack.
  */
 export function gatewayHosts(config: StackConfig, given: string[], stack: string | undefined, read: OutputReader = pulumiOutput): GatewayHosts {
-    const named: GatewayHosts = Object.fromEntries(given.map((g) => (/^[^=]+=./.test(g) ? [g.slice(0, g.indexOf("=")), g.slice(g.indexOf("=") + 1)] : [FIRST, g])));
+    const named: GatewayHosts = Object.fromEntries(given.map((g) => g.match(/^([^=]+)=(.+)$/)?.slice(1, 3) ?? [FIRST, g]));
     const unknown = Object.keys(named).filter((n) => n !== FIRST && !config.extraGateways.some((g) => g.name === n));
     if (unknown.length) throw new UsageError(`--gateway ${unknown[0]}=…: no further gateway is named ${unknown[0]} in this stack (gateways: ${config.extraGateways.map((g) => g.name).join(", ") || "none"})`);
     const outputs = new Map<string, unknown>();
@@ -195,9 +196,12 @@ export function main(args: string[]): number {
         if (!file) throw new UsageError("name the stack: --stack dev (reads Pulumi.dev.yaml) or --config <stack file>");
         if (!fs.existsSync(file)) throw new UsageError(`no stack file ${file}`);
         const config = parseStackConfig(stackFileConfig(file));
-        if (config.gatewayStack && argValues(args, "--gateway").length) throw new UsageError(`--gateway: this stack's gateways are those of stack ${config.gatewayStack}; ask them with that stack (npm run status -- --stack <its name> --gateway …)`);
-        if (config.gatewayStack) console.error(`status: the gateways are those of stack ${config.gatewayStack}; check them there (npm run status -- --stack <its name>)`);
-        const targets = statusTargets(config, config.gatewayStack ? {} : gatewayHosts(config, argValues(args, "--gateway"), stack));
+        const given = argValues(args, "--gateway");
+        if (config.gatewayStack) {
+            if (given.length) throw new UsageError(`--gateway: this stack's gateways are those of stack ${config.gatewayStack}; ask them with that stack (npm run status -- --stack <its name> --gateway …)`);
+            console.error(`status: the gateways are those of stack ${config.gatewayStack}; check them there (npm run status -- --stack <its name>)`);
+        }
+        const targets = statusTargets(config, config.gatewayStack ? {} : gatewayHosts(config, given, stack));
         const lines = collectStatus(targets, { identity: argValue(args, "--identity"), knownHosts: argValue(args, "--known-hosts") });
         console.log(args.includes("--json") ? JSON.stringify({ healthy: lines.every((l) => l.ok), lines }, null, 2) : formatStatus(lines));
         return lines.every((l) => l.ok) ? 0 : 1;
